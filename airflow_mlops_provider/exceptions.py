@@ -1,0 +1,71 @@
+"""Exceptions raised by airflow-mlops-provider, each carrying the context needed to act on it."""
+
+from __future__ import annotations
+
+from airflow.sdk.exceptions import AirflowException
+
+
+class MlopsProviderError(AirflowException):
+    """Base class of every error raised by this provider."""
+
+
+class ContainerFailedError(MlopsProviderError):
+    """
+    A container or pod ended with a non-zero exit code.
+
+    :param message: What happened.
+    :param exit_code: The container's exit code.
+    :param logs: The last lines of the container's output.
+    """
+
+    def __init__(self, message: str, *, exit_code: int | None = None, logs: str = "") -> None:
+        super().__init__(message if not logs else f"{message}\n--- last container output ---\n{logs}")
+        self.exit_code = exit_code
+        self.logs = logs
+
+
+class GpuUnavailableError(MlopsProviderError):
+    """
+    The runtime cannot serve the GPU request.
+
+    :param message: What is missing and on which host.
+    :param host: The Docker host or cluster that was checked.
+    """
+
+    def __init__(self, message: str, *, host: str | None = None) -> None:
+        super().__init__(message)
+        self.host = host
+
+
+class ModelRegistryError(MlopsProviderError):
+    """
+    A model-registry operation failed.
+
+    :param message: What happened.
+    :param model_name: The registered model.
+    :param version: The model version, when known.
+    """
+
+    def __init__(
+        self, message: str, *, model_name: str | None = None, version: str | int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.model_name = model_name
+        self.version = version
+
+
+class FeatureStoreError(MlopsProviderError):
+    """
+    A feature-store operation failed.
+
+    :param message: What happened.
+    :param feature_view: The feature view involved, when known.
+    """
+
+    def __init__(self, message: str, *, feature_view: str | None = None) -> None:
+        super().__init__(message)
+        self.feature_view = feature_view
+
+
+class SweepError(MlopsProviderError):
+    """A parameter sweep could not be built or did not meet its success criteria."""

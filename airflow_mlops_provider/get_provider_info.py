@@ -1,0 +1,128 @@
+"""Provider metadata that Airflow reads through the ``apache_airflow_provider`` entry point.
+
+Airflow reads this without importing any hook, so connection forms are declared here
+(``conn-fields`` and ``ui-field-behaviour``) rather than in hook methods.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow_mlops_provider import __version__
+
+
+def _mlflow_connection() -> dict[str, Any]:
+    return {
+        "hook-class-name": "airflow_mlops_provider.hooks.mlflow.MlflowHook",
+        "hook-name": "MLflow",
+        "connection-type": "mlflow",
+        "conn-fields": {
+            "tracking_uri": {
+                "label": "Tracking URI",
+                "description": "Full tracking URI (sqlite:///..., file:///..., http://...). "
+                "Overrides host/port/schema when set.",
+                "schema": {"type": ["string", "null"]},
+            },
+            "registry_uri": {
+                "label": "Registry URI",
+                "description": "Model registry URI when it differs from the tracking URI.",
+                "schema": {"type": ["string", "null"]},
+            },
+            "insecure_skip_verify": {
+                "label": "Skip TLS verification",
+                "description": "Do not verify the tracking server's TLS certificate.",
+                "schema": {"type": ["boolean", "null"]},
+            },
+            "ui_url": {
+                "label": "UI URL",
+                "description": "Base URL of the MLflow UI, used by the task's extra links.",
+                "schema": {"type": ["string", "null"]},
+            },
+        },
+        "ui-field-behaviour": {
+            "hidden-fields": [],
+            "relabeling": {
+                "host": "Tracking server host",
+                "schema": "Scheme (http or https)",
+                "login": "Username",
+                "password": "Token",
+            },
+            "placeholders": {
+                "host": "mlflow.example.com",
+                "port": "5000",
+                "schema": "https",
+                "password": "MLflow token (sent as a bearer token)",
+            },
+        },
+    }
+
+
+def _feast_connection() -> dict[str, Any]:
+    return {
+        "hook-class-name": "airflow_mlops_provider.hooks.feast.FeastHook",
+        "hook-name": "Feast",
+        "connection-type": "feast",
+        "conn-fields": {
+            "repo_path": {
+                "label": "Feature repo path",
+                "description": "Directory that holds feature_store.yaml and the feature definitions.",
+                "schema": {"type": ["string", "null"]},
+            },
+            "feature_store_yaml": {
+                "label": "feature_store.yaml",
+                "description": "The YAML itself, when the repo path holds only definitions or is absent.",
+                "schema": {"type": ["string", "null"]},
+            },
+        },
+        "ui-field-behaviour": {
+            "hidden-fields": ["host", "port", "schema", "login"],
+            "relabeling": {"password": "Online store password"},
+            "placeholders": {"repo_path": "/opt/airflow/feature_repo"},
+        },
+    }
+
+
+def get_provider_info() -> dict[str, Any]:
+    """Return the metadata Airflow's providers manager expects from a provider package."""
+    return {
+        "package-name": "airflow-mlops-provider",
+        "name": "MLOps",
+        "description": "GPU-aware Docker and Kubernetes execution, parameterized sweeps, "
+        "MLflow model registry and Feast feature store for Apache Airflow 3.",
+        "versions": [__version__],
+        "integrations": [
+            {"integration-name": "MLflow", "external-doc-url": "https://mlflow.org/docs/latest/"},
+            {"integration-name": "Feast", "external-doc-url": "https://docs.feast.dev/"},
+        ],
+        "connection-types": [_mlflow_connection(), _feast_connection()],
+        "extra-links": [
+            "airflow_mlops_provider.links.mlflow.MlflowRunLink",
+            "airflow_mlops_provider.links.mlflow.MlflowModelVersionLink",
+        ],
+        "plugins": [
+            {"name": "mlops", "plugin-class": "airflow_mlops_provider.plugins.mlops.MlopsPlugin"}
+        ],
+        "config": {
+            "mlops": {
+                "description": "Settings of airflow-mlops-provider.",
+                "options": {
+                    "runtime": {
+                        "description": "Where container_operator() runs containers: "
+                        "'docker' or 'kubernetes'.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "kubernetes",
+                        "default": "docker",
+                    },
+                    "gpu_lease_dir": {
+                        "description": "Directory where GpuDockerOperator records which GPU "
+                        "device ids are leased on this host (shared by all workers of the host).",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "/var/lib/airflow-mlops/gpu-leases",
+                        "default": "/tmp/airflow-mlops-gpu-leases",
+                    },
+                },
+            }
+        },
+    }
