@@ -1,0 +1,3 @@
+"""Reusable real-service helpers for tests (servers on loopback, feature repos)."""
+
+from __future__ import annotations
