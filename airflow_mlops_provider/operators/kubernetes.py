@@ -46,9 +46,8 @@ from airflow_mlops_provider.operators._common import (
 )
 
 if TYPE_CHECKING:
-    from kubernetes.client import models as k8s
-
     from airflow.sdk import Context
+    from kubernetes.client import models as k8s
 
 __all__ = ["MANAGED_BY_LABEL", "GpuKubernetesPodOperator"]
 
