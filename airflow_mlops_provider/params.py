@@ -1,0 +1,269 @@
+"""DAG ``Param`` helpers with JSON schemas, so the trigger form shows typed fields and rejects bad values.
+
+Airflow validates a run's conf against these schemas when the run is triggered (the UI form,
+the REST API and ``airflow dags trigger`` alike) and answers a violation with the schema's
+message. ``sweep_params()`` returns the whole set that
+:func:`airflow_mlops_provider.sweeps.plan_sweep` and ``select_best_trial`` read::
+
+    @dag(params=sweep_params(search_space={"lr": {"low": 1e-4, "high": 1e-1, "log": True}}))
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import Param
+
+from airflow_mlops_provider.sweeps.select import MODES
+from airflow_mlops_provider.sweeps.space import DISTRIBUTIONS, parse_search_space
+from airflow_mlops_provider.sweeps.tasks import STRATEGIES
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+__all__ = [
+    "RUNTIMES",
+    "SEARCH_SPACE_SCHEMA",
+    "gpus_per_trial_param",
+    "max_parallel_tasks_param",
+    "metric_param",
+    "min_success_ratio_param",
+    "mode_param",
+    "n_trials_param",
+    "runtime_param",
+    "search_space_param",
+    "seed_param",
+    "strategy_param",
+    "sweep_params",
+]
+
+#: Where trials may run.
+RUNTIMES = ("docker", "kubernetes", "local")
+
+_DIMENSION_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "distribution": {"enum": list(DISTRIBUTIONS)},
+        "values": {"type": "array", "minItems": 1},
+        "low": {"type": "number"},
+        "high": {"type": "number"},
+        "step": {"type": "number", "exclusiveMinimum": 0},
+        "num": {"type": "integer", "minimum": 1},
+        "log": {"type": "boolean"},
+    },
+    "additionalProperties": False,
+    "allOf": [
+        {
+            "if": {"properties": {"distribution": {"const": "choice"}}, "required": ["distribution"]},
+            "then": {"required": ["values"]},
+        },
+        {
+            "if": {"properties": {"distribution": {"enum": ["int", "float"]}}, "required": ["distribution"]},
+            "then": {"required": ["low", "high"]},
+        },
+        {
+            "if": {"properties": {"log": {"const": True}}, "required": ["log"]},
+            "then": {"properties": {"low": {"exclusiveMinimum": 0}}},
+        },
+    ],
+}
+
+#: JSON schema of a search space (the checks JSON schema cannot express, such as
+#: ``low <= high``, are made by ``parse_search_space`` when the sweep is planned).
+SEARCH_SPACE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "minProperties": 1,
+    "propertyNames": {"minLength": 1},
+    "additionalProperties": {
+        "if": {"type": "object"},
+        "then": _DIMENSION_SCHEMA,
+        "else": {"if": {"type": "array"}, "then": {"minItems": 1}},
+    },
+}
+
+
+def search_space_param(
+    default: Mapping[str, Any],
+    *,
+    description: str = "Parameters to sweep: a list of values, or {distribution: int|float, low, "
+    "high, log, step, num}, or {distribution: choice, values}, or a constant.",
+    title: str = "Search space",
+) -> Param:
+    """
+    Return a Param for a search space; the default is checked now with ``parse_search_space``.
+
+    :param default: The default space.
+    :param description: Help text shown under the field.
+    :param title: The field's label.
+    """
+    parse_search_space(default)
+    return Param(dict(default), description=description, title=title, **copy.deepcopy(SEARCH_SPACE_SCHEMA))
+
+
+def _int_param(
+    name: str, default: int | None, minimum: int, maximum: int | None, title: str, description: str
+) -> Param:
+    if maximum is not None and maximum < minimum:
+        raise ValueError(f"{name} maximum must be >= {minimum}, got {maximum!r}")
+    schema: dict[str, Any] = {"type": "integer" if default is not None else ["integer", "null"]}
+    schema["minimum"] = minimum
+    if maximum is not None:
+        schema["maximum"] = maximum
+    if default is not None and (
+        isinstance(default, bool)
+        or not isinstance(default, int)
+        or default < minimum
+        or (maximum is not None and default > maximum)
+    ):
+        bounds = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
+        raise ValueError(f"{name} must be an integer {bounds}, got {default!r}")
+    return Param(default, description=description, title=title, **schema)
+
+
+def n_trials_param(default: int = 20, *, minimum: int = 1, maximum: int = 10_000) -> Param:
+    """
+    Return a Param for the number of trials of a random sweep.
+
+    :param default: Default number of trials.
+    :param minimum: Fewest trials accepted (>= 1).
+    :param maximum: Most trials accepted.
+    """
+    if isinstance(minimum, bool) or not isinstance(minimum, int) or minimum < 1:
+        raise ValueError(f"minimum must be an integer >= 1, got {minimum!r}")
+    return _int_param(
+        "n_trials", default, minimum, maximum, "Number of trials", "How many trials a random sweep draws."
+    )
+
+
+def seed_param(default: int = 0) -> Param:
+    """Return a Param for the seed of a random sweep (an integer >= 0)."""
+    return _int_param("seed", default, 0, None, "Seed", "The same seed draws the same trials.")
+
+
+def max_parallel_tasks_param(default: int | None = None, *, maximum: int = 1024) -> Param:
+    """Return a Param for the most mapped tasks a sweep may use (empty: up to max_map_length)."""
+    return _int_param(
+        "max_parallel_tasks",
+        default,
+        1,
+        maximum,
+        "Max parallel tasks",
+        "Trials are packed into at most this many mapped tasks.",
+    )
+
+
+def gpus_per_trial_param(default: int = 0, *, maximum: int = 8) -> Param:
+    """
+    Return a Param for the GPUs each trial gets (an integer from 0 to ``maximum``).
+
+    :param default: Default GPUs per trial.
+    :param maximum: Most GPUs a trial may ask for.
+    """
+    return _int_param("gpus_per_trial", default, 0, maximum, "GPUs per trial", "GPUs given to each trial.")
+
+
+def _enum_param(name: str, default: str, allowed: Sequence[str], title: str, description: str) -> Param:
+    if default not in allowed:
+        raise ValueError(f"{name} must be one of {list(allowed)}, got {default!r}")
+    return Param(default, description=description, title=title, type="string", enum=list(allowed))
+
+
+def runtime_param(default: str = "local", *, allowed: Sequence[str] = RUNTIMES) -> Param:
+    """
+    Return a Param choosing where trials run: ``docker``, ``kubernetes`` or ``local``.
+
+    :param default: The default runtime.
+    :param allowed: The runtimes offered (a subset of :data:`RUNTIMES`).
+    """
+    unknown = sorted(set(allowed) - set(RUNTIMES))
+    if unknown or not allowed:
+        raise ValueError(f"allowed must be a non-empty subset of {list(RUNTIMES)}, got {list(allowed)!r}")
+    return _enum_param("runtime", default, allowed, "Runtime", "Where each trial runs.")
+
+
+def strategy_param(default: str = "random") -> Param:
+    """Return a Param choosing ``grid`` (every combination) or ``random`` (``n_trials`` draws)."""
+    return _enum_param(
+        "strategy", default, STRATEGIES, "Strategy", "grid: every combination; random: n_trials draws."
+    )
+
+
+def mode_param(default: str = "min") -> Param:
+    """Return a Param for the direction of the metric: ``min`` or ``max``."""
+    return _enum_param(
+        "mode", default, MODES, "Mode", "Whether the best trial has the lowest or highest metric."
+    )
+
+
+def metric_param(default: str = "loss") -> Param:
+    """Return a Param for the metric that ranks trials (a non-empty name)."""
+    if not isinstance(default, str) or not default.strip():
+        raise ValueError(f"metric must be a non-empty string, got {default!r}")
+    return Param(
+        default,
+        description="The metric, reported by every trial, that ranks them.",
+        title="Metric",
+        type="string",
+        minLength=1,
+        pattern=r"^\S+$",
+    )
+
+
+def min_success_ratio_param(default: float = 0.5) -> Param:
+    """Return a Param for the smallest share of trials that must succeed (0 to 1)."""
+    if isinstance(default, bool) or not isinstance(default, (int, float)) or not 0 <= default <= 1:
+        raise ValueError(f"min_success_ratio must be a number between 0 and 1, got {default!r}")
+    return Param(
+        default,
+        description="The sweep fails when a smaller share of its trials succeeded.",
+        title="Min success ratio",
+        type="number",
+        minimum=0,
+        maximum=1,
+    )
+
+
+def sweep_params(
+    *,
+    search_space: Mapping[str, Any],
+    strategy: str = "random",
+    n_trials: int = 20,
+    max_trials: int = 10_000,
+    seed: int = 0,
+    runtime: str = "local",
+    gpus_per_trial: int = 0,
+    max_gpus_per_trial: int = 8,
+    metric: str = "loss",
+    mode: str = "min",
+    min_success_ratio: float = 0.5,
+    max_parallel_tasks: int | None = None,
+) -> dict[str, Param]:
+    """
+    Return the DAG params of a sweep, keyed by the names ``plan_sweep``/``select_best_trial`` read.
+
+    :param search_space: Default search space.
+    :param strategy: ``"grid"`` or ``"random"``.
+    :param n_trials: Default number of random trials.
+    :param max_trials: Most trials the form accepts.
+    :param seed: Default seed.
+    :param runtime: Default runtime (``docker``, ``kubernetes`` or ``local``).
+    :param gpus_per_trial: Default GPUs per trial.
+    :param max_gpus_per_trial: Most GPUs per trial the form accepts.
+    :param metric: Default metric.
+    :param mode: Default mode.
+    :param min_success_ratio: Default smallest share of successful trials.
+    :param max_parallel_tasks: Default most mapped tasks (None: up to ``max_map_length``).
+    """
+    return {
+        "search_space": search_space_param(search_space),
+        "strategy": strategy_param(strategy),
+        "n_trials": n_trials_param(n_trials, maximum=max_trials),
+        "seed": seed_param(seed),
+        "runtime": runtime_param(runtime),
+        "gpus_per_trial": gpus_per_trial_param(gpus_per_trial, maximum=max_gpus_per_trial),
+        "metric": metric_param(metric),
+        "mode": mode_param(mode),
+        "min_success_ratio": min_success_ratio_param(min_success_ratio),
+        "max_parallel_tasks": max_parallel_tasks_param(max_parallel_tasks),
+    }

@@ -1,0 +1,388 @@
+"""Search spaces as JSON-able data, and the trials they produce (grid or seeded random).
+
+A search space is a mapping from parameter name to one of:
+
+- a list: the values to try (a *choice*), e.g. ``"optimizer": ["adam", "sgd"]``;
+- a dict with a ``distribution``:
+
+  - ``{"distribution": "choice", "values": [...]}``;
+  - ``{"distribution": "int", "low": 2, "high": 8, "step": 2, "log": false, "num": 4}``;
+  - ``{"distribution": "float", "low": 1e-4, "high": 1e-1, "log": true, "num": 4}``;
+
+  (``distribution`` may be left out: ``values`` means choice, integer bounds mean int,
+  other bounds mean float);
+- any other JSON value: a constant, passed to every trial.
+
+Ranges include both ends. In a grid, an int range yields every ``step``-th integer (or ``num``
+points), a float range yields ``num`` points (or every ``step``), spaced evenly or, with
+``log``, geometrically. Random sampling draws uniformly (log-uniformly with ``log``).
+
+The reserved name ``resources`` is not a parameter: its value (a dict accepted by
+:meth:`airflow_mlops_provider.compute.Resources.from_dict`, or a list of them to try) goes to
+the trial's ``resources`` key, so different trials can ask for different GPUs.
+
+A trial is ``{"trial_id": ..., "params": {...}}`` (plus ``"resources": {...}`` when set), which
+feeds ``.expand_kwargs()`` as is. The id is a hash of the canonical JSON of the parameters
+and resources, so the same parameters always get the same id.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import math
+import random
+from collections.abc import Mapping
+from typing import Any
+
+from airflow_mlops_provider.compute import Resources
+
+__all__ = [
+    "DISTRIBUTIONS",
+    "RESOURCES_KEY",
+    "Dimension",
+    "make_trial",
+    "parse_search_space",
+    "trial_id",
+    "trials_from_grid",
+    "trials_from_random",
+]
+
+#: The distributions a search-space entry may name.
+DISTRIBUTIONS = ("choice", "float", "int")
+#: The reserved search-space key holding per-trial compute resources.
+RESOURCES_KEY = "resources"
+#: A grid larger than this is refused unless the caller raises ``max_trials``.
+DEFAULT_MAX_TRIALS = 100_000
+
+_DIMENSION_KEYS = ("distribution", "values", "low", "high", "step", "num", "log")
+_DIGITS = 12  # floats are rounded to 12 significant digits so ids do not depend on FP noise
+
+
+@dataclasses.dataclass(frozen=True)
+class Dimension:
+    """
+    One validated search-space entry.
+
+    :param name: The parameter name.
+    :param distribution: ``"choice"``, ``"int"`` or ``"float"``.
+    :param values: The values of a choice (a constant is a one-value choice).
+    :param low: Lower bound of a range (inclusive).
+    :param high: Upper bound of a range (inclusive).
+    :param step: Spacing of a range, if any.
+    :param num: Number of grid points of a range, if any.
+    :param log: Whether a range is sampled and spaced on a log scale.
+    """
+
+    name: str
+    distribution: str
+    values: tuple[Any, ...] = ()
+    low: float = 0
+    high: float = 0
+    step: float | None = None
+    num: int | None = None
+    log: bool = False
+
+    @property
+    def size(self) -> int | None:
+        """Number of distinct values, or None for a continuous range."""
+        if self.distribution == "choice":
+            return len(self.values)
+        if self.distribution == "int" and not self.log:
+            return int((self.high - self.low) // (self.step or 1)) + 1
+        if self.distribution == "int":
+            return int(self.high - self.low) + 1
+        return None
+
+    def grid_values(self) -> list[Any]:
+        """Return the values this dimension contributes to a grid."""
+        if self.distribution == "choice":
+            return list(self.values)
+        if self.num is not None:
+            points = _spaced(self.low, self.high, self.num, self.log)
+            if self.distribution == "int":
+                return sorted({int(round(p)) for p in points})
+            return [_round(p) for p in points]
+        if self.distribution == "int":
+            return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
+        if self.step is None:
+            raise ValueError(
+                f"search_space[{self.name!r}]: a float range needs 'num' (or 'step') to be used "
+                f"in a grid, got low={self.low!r}, high={self.high!r}"
+            )
+        count = int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
+        return [_round(self.low + i * self.step) for i in range(count)]
+
+    def sample(self, rng: random.Random) -> Any:
+        """Draw one value; only ``rng.random()`` is used, so draws are stable across versions."""
+        u = rng.random()
+        if self.distribution == "choice":
+            return self.values[min(int(u * len(self.values)), len(self.values) - 1)]
+        if self.distribution == "int":
+            if self.log:
+                lo, hi = math.log(self.low), math.log(self.high + 1)
+                return min(int(math.exp(lo + u * (hi - lo))), int(self.high))
+            step = int(self.step or 1)
+            count = int(self.high - self.low) // step + 1
+            return int(self.low) + min(int(u * count), count - 1) * step
+        if self.log:
+            lo, hi = math.log(self.low), math.log(self.high)
+            value = math.exp(lo + u * (hi - lo))
+        else:
+            value = self.low + u * (self.high - self.low)
+        if self.step is not None:
+            value = self.low + round((value - self.low) / self.step) * self.step
+        return _round(min(max(value, self.low), self.high))
+
+
+def _round(value: float) -> float:
+    return float(f"{value:.{_DIGITS}g}")
+
+
+def _spaced(low: float, high: float, num: int, log: bool) -> list[float]:
+    if num == 1:
+        return [low]
+    if log:
+        lo, hi = math.log(low), math.log(high)
+        return [math.exp(lo + (hi - lo) * i / (num - 1)) for i in range(num)]
+    return [low + (high - low) * i / (num - 1) for i in range(num)]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _parse_dimension(name: str, spec: Any) -> Dimension:
+    where = f"search_space[{name!r}]"
+    if isinstance(spec, (list, tuple)):
+        spec = {"distribution": "choice", "values": list(spec)}
+    elif not isinstance(spec, Mapping):
+        return Dimension(name=name, distribution="choice", values=(spec,))
+    unknown = sorted(set(spec) - set(_DIMENSION_KEYS))
+    if unknown:
+        raise ValueError(
+            f"{where} has unknown key(s) {unknown}; expected some of {list(_DIMENSION_KEYS)}, got {dict(spec)!r}"
+        )
+    distribution = spec.get("distribution")
+    if distribution is None:
+        if "values" in spec:
+            distribution = "choice"
+        elif all(isinstance(spec.get(k), int) and not isinstance(spec.get(k), bool) for k in ("low", "high")):
+            distribution = "int"
+        else:
+            distribution = "float"
+    if distribution not in DISTRIBUTIONS:
+        raise ValueError(
+            f"{where}: unknown distribution {distribution!r}; expected one of {list(DISTRIBUTIONS)}"
+        )
+    if distribution == "choice":
+        values = spec.get("values")
+        if not isinstance(values, (list, tuple)) or not values:
+            raise ValueError(f"{where}: a choice needs a non-empty list of 'values', got {values!r}")
+        extra = sorted(set(spec) - {"distribution", "values"})
+        if extra:
+            raise ValueError(f"{where}: a choice takes only 'values', got also {extra}")
+        return Dimension(name=name, distribution="choice", values=tuple(values))
+    return _parse_range(where, name, distribution, spec)
+
+
+def _parse_range(where: str, name: str, distribution: str, spec: Mapping[str, Any]) -> Dimension:
+    if "values" in spec:
+        raise ValueError(f"{where}: 'values' belongs to a choice, not to a {distribution} range")
+    low, high = spec.get("low"), spec.get("high")
+    for key, value in (("low", low), ("high", high)):
+        if not _is_number(value) or (distribution == "int" and not isinstance(value, int)):
+            kind = "an integer" if distribution == "int" else "a finite number"
+            raise ValueError(f"{where}: {key} must be {kind}, got {value!r}")
+    assert low is not None
+    assert high is not None
+    if low > high:
+        raise ValueError(f"{where}: low must be <= high, got low={low!r}, high={high!r}")
+    log = spec.get("log", False)
+    if not isinstance(log, bool):
+        raise ValueError(f"{where}: log must be true or false, got {log!r}")
+    if log and low <= 0:
+        raise ValueError(f"{where}: a log range needs low > 0, got low={low!r}")
+    step = spec.get("step")
+    if step is not None:
+        if not _is_number(step) or step <= 0 or (distribution == "int" and not isinstance(step, int)):
+            kind = "an integer >= 1" if distribution == "int" else "a number > 0"
+            raise ValueError(f"{where}: step must be {kind}, got {step!r}")
+        if log:
+            raise ValueError(f"{where}: step cannot be combined with log=true, got step={step!r}")
+    num = spec.get("num")
+    if num is not None and (isinstance(num, bool) or not isinstance(num, int) or num < 1):
+        raise ValueError(f"{where}: num must be an integer >= 1, got {num!r}")
+    if num is not None and step is not None:
+        raise ValueError(f"{where}: give 'num' or 'step', not both, got num={num!r}, step={step!r}")
+    return Dimension(
+        name=name,
+        distribution=distribution,
+        low=low,
+        high=high,
+        step=step,
+        num=num,
+        log=log,
+    )
+
+
+def _normalise_resources(value: Any) -> dict[str, Any]:
+    try:
+        return Resources.from_dict(value).to_dict()
+    except ValueError as err:
+        raise ValueError(f"search_space[{RESOURCES_KEY!r}]: {err}") from err
+
+
+def parse_search_space(search_space: Mapping[str, Any] | str) -> list[Dimension]:
+    """
+    Validate ``search_space`` and return its dimensions, in the space's own order.
+
+    :param search_space: The space as a mapping, or its JSON text.
+    :raises ValueError: naming the entry and repeating the bad value.
+    """
+    space = search_space
+    if isinstance(space, str):
+        try:
+            space = json.loads(space)
+        except ValueError as err:
+            raise ValueError(f"search_space must be a JSON object, got {search_space!r}") from err
+    if not isinstance(space, Mapping):
+        raise ValueError(
+            f"search_space must be a mapping of parameter name to values or a range, got {search_space!r}"
+        )
+    if not space:
+        raise ValueError(f"search_space must define at least one parameter, got {search_space!r}")
+    dims = []
+    for name, spec in space.items():
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"search_space parameter names must be non-empty strings, got {name!r}")
+        dim = _parse_dimension(name, spec)
+        if name == RESOURCES_KEY:
+            if dim.distribution != "choice":
+                raise ValueError(
+                    f"search_space[{RESOURCES_KEY!r}] must be a resources dict or a list of them, got {spec!r}"
+                )
+            dim = dataclasses.replace(dim, values=tuple(_normalise_resources(v) for v in dim.values))
+        dims.append(dim)
+    return dims
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def trial_id(params: Mapping[str, Any], resources: Mapping[str, Any] | None = None) -> str:
+    """
+    Return the stable id of a trial: the first 16 hex digits of the SHA-256 of its canonical JSON.
+
+    :param params: The trial's parameters.
+    :param resources: The trial's resources dict, when it has one (it is part of the identity).
+    """
+    payload: dict[str, Any] = {"params": dict(params)}
+    if resources:
+        payload["resources"] = dict(resources)
+    return hashlib.sha256(_canonical(payload).encode()).hexdigest()[:16]
+
+
+def make_trial(params: Mapping[str, Any], resources: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """
+    Return a trial dict ``{"trial_id", "params"[, "resources"]}`` ready for ``.expand_kwargs()``.
+
+    :param params: The trial's parameters (JSON-able).
+    :param resources: Compute for this trial, validated by ``Resources.from_dict``.
+    """
+    res = Resources.from_dict(resources).to_dict() if resources else None
+    trial: dict[str, Any] = {"trial_id": trial_id(params, res), "params": dict(params)}
+    if res:
+        trial["resources"] = res
+    return trial
+
+
+def _trial_from_point(dims: list[Dimension], point: tuple[Any, ...], default_res: dict[str, Any] | None):
+    params = {}
+    resources = default_res
+    for dim, value in zip(dims, point):
+        if dim.name == RESOURCES_KEY:
+            resources = {**(default_res or {}), **value}
+        else:
+            params[dim.name] = value
+    return make_trial(params, resources)
+
+
+def _default_resources(resources: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if resources is None:
+        return None
+    return Resources.from_dict(resources).to_dict() or None
+
+
+def trials_from_grid(
+    search_space: Mapping[str, Any] | str,
+    *,
+    resources: Mapping[str, Any] | None = None,
+    max_trials: int = DEFAULT_MAX_TRIALS,
+) -> list[dict[str, Any]]:
+    """
+    Return every combination of the space's grid values, one trial each (first key varies slowest).
+
+    :param search_space: The space (mapping or JSON text); see the module docstring.
+    :param resources: Resources for every trial; a ``resources`` entry in the space overrides
+        its keys per trial.
+    :param max_trials: Refuse grids with more trials than this.
+    """
+    dims = parse_search_space(search_space)
+    default_res = _default_resources(resources)
+    axes = [dim.grid_values() for dim in dims]
+    total = math.prod(len(axis) for axis in axes)
+    if total > max_trials:
+        sizes = {dim.name: len(axis) for dim, axis in zip(dims, axes)}
+        raise ValueError(
+            f"search_space has a grid of {total} trials {sizes}, more than max_trials={max_trials!r}; "
+            "sample it with trials_from_random or raise max_trials"
+        )
+    return [_trial_from_point(dims, point, default_res) for point in itertools.product(*axes)]
+
+
+def trials_from_random(
+    search_space: Mapping[str, Any] | str,
+    n: int,
+    seed: int = 0,
+    *,
+    resources: Mapping[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """
+    Return ``n`` distinct trials drawn at random; the same ``seed`` gives the same trials.
+
+    :param search_space: The space (mapping or JSON text); see the module docstring.
+    :param n: Number of trials, an integer >= 1 (at most the number of distinct points).
+    :param seed: Seed of the draw (an integer).
+    :param resources: Resources for every trial, as in :func:`trials_from_grid`.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be an integer >= 1, got {n!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an integer, got {seed!r}")
+    dims = parse_search_space(search_space)
+    default_res = _default_resources(resources)
+    sizes = [dim.size for dim in dims]
+    if all(size is not None for size in sizes):
+        distinct = math.prod(size for size in sizes if size is not None)
+        if n > distinct:
+            raise ValueError(
+                f"n={n!r} is more than the {distinct} distinct points of search_space; "
+                "use trials_from_grid to try them all"
+            )
+    rng = random.Random(seed)
+    trials: dict[str, dict[str, Any]] = {}
+    attempts = 0
+    while len(trials) < n:
+        attempts += 1
+        if attempts > 100 * n + 1000:
+            raise ValueError(
+                f"could only draw {len(trials)} distinct trials out of n={n!r} from search_space; "
+                "widen the space or lower n"
+            )
+        trial = _trial_from_point(dims, tuple(dim.sample(rng) for dim in dims), default_res)
+        trials.setdefault(trial["trial_id"], trial)
+    return list(trials.values())
