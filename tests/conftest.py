@@ -153,3 +153,23 @@ def base_image(docker_engine: None) -> str:
             timeout=900,
         )
     return BASE_IMAGE
+
+
+_FIGURES: list[str] = []
+
+
+@pytest.fixture
+def report_figure():
+    """Record a measured figure; all figures are printed in pytest's terminal summary."""
+
+    def _report(line: str) -> None:
+        _FIGURES.append(line)
+
+    return _report
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    if _FIGURES:
+        terminalreporter.section("measured figures")
+        for line in _FIGURES:
+            terminalreporter.write_line(line)

@@ -1,0 +1,43 @@
+# Two commands matter: `make demo` (the end-to-end example pipeline) and `make test`.
+# Both create the environment themselves from uv.lock; only python3.11, make and git are needed.
+PYTHON ?= python3.11
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: env demo test test-unit test-integration lint typecheck benchmarks clean
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv
+
+$(VENV)/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --python $(PYTHON)
+	touch $@
+
+env: $(VENV)/.synced
+
+demo: env
+	$(VENV)/bin/python -m airflow_mlops_provider.demo
+
+lint: env
+	$(VENV)/bin/ruff check .
+
+typecheck: env
+	$(VENV)/bin/mypy
+
+test-unit: env
+	$(VENV)/bin/python -m pytest tests/unit
+
+test-integration: env
+	$(VENV)/bin/python -m pytest tests/integration
+
+test: lint typecheck
+	$(VENV)/bin/python -m pytest tests
+
+benchmarks: env
+	for b in benchmarks/*.py; do echo "== $$b"; $(VENV)/bin/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache .demo
