@@ -326,7 +326,8 @@ class FeastHook(BaseHook):
                 f"Feast connection {self.feast_conn_id!r} has no repo_path: "
                 "apply needs the directory with the feature definitions"
             )
-        repo = parse_repo(self.repo_path)
+        with _inside_repo(self.repo_path):
+            repo = parse_repo(self.repo_path)
         if not repo.projects:
             repo.projects.append(Project(name=self.project, description=""))
         return repo
@@ -429,7 +430,7 @@ class FeastHook(BaseHook):
         for view in views:
             view_start = start if start is not None else self._incremental_start(view)
             results.append(
-                self._materialize_view(view, view_start, end, newer_wins=newer_wins, progress=progress)
+                self._materialize_view(view, view_start, end, newer_wins=newer_wins, on_progress=progress)
             )
         return results
 
@@ -450,7 +451,7 @@ class FeastHook(BaseHook):
         end: datetime,
         *,
         newer_wins: bool,
-        progress: Callable[[str, int, float], None] | None,
+        on_progress: Callable[[str, int, float], None] | None,
     ) -> ViewMaterialization:
         store = self.store
         provider = store._get_provider()
@@ -460,17 +461,17 @@ class FeastHook(BaseHook):
         original_write = online_store.online_write_batch
         guard_lock = threading.Lock()
 
-        def counting_write(config: Any, table: Any, data: Any, progress_cb: Any) -> Any:
+        def counting_write(config: Any, table: Any, data: Any, progress: Any = None) -> Any:
             with guard_lock:
                 if newer_wins and data:
                     with self._view_write_lock(table.name):
                         data = _drop_older_rows(online_store, config, table, data)
-                        result = original_write(config, table, data, progress_cb)
+                        result = original_write(config, table, data, progress)
                 else:
-                    result = original_write(config, table, data, progress_cb)
+                    result = original_write(config, table, data, progress)
                 counter["rows"] += len(data)
-                if progress:
-                    progress(table.name, counter["rows"], time.monotonic() - started)
+                if on_progress:
+                    on_progress(table.name, counter["rows"], time.monotonic() - started)
                 return result
 
         online_store.online_write_batch = counting_write
@@ -502,6 +503,31 @@ class FeastHook(BaseHook):
             end=end,
             seconds=time.monotonic() - started,
         )
+
+
+@contextmanager
+def _inside_repo(repo_path: Path) -> Iterator[None]:
+    """Import a repo's definitions the way the CLI does (cwd and sys.path at the repo), afresh.
+
+    Modules are imported by their path relative to the repo, so two repos with a
+    ``features.py`` would share one cached module: drop the repo's module names first.
+    """
+    import sys
+
+    from feast.repo_operations import get_repo_files
+
+    previous_cwd = os.getcwd()
+    os.chdir(repo_path)
+    sys.path.insert(0, str(repo_path))
+    try:
+        for repo_file in get_repo_files(repo_path):
+            module = ".".join(repo_file.relative_to(repo_path).with_suffix("").parts)
+            sys.modules.pop(module, None)
+        yield
+    finally:
+        os.chdir(previous_cwd)
+        if sys.path and sys.path[0] == str(repo_path):
+            sys.path.pop(0)
 
 
 def _quiet_tqdm(length: int) -> Any:
