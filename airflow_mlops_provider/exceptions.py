@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 
 class MlopsProviderError(AirflowException):
@@ -69,3 +69,12 @@ class FeatureStoreError(MlopsProviderError):
 
 class SweepError(MlopsProviderError):
     """A parameter sweep could not be built or did not meet its success criteria."""
+
+
+class GpuRuntimeMissingError(GpuUnavailableError, AirflowFailException):
+    """
+    The host has no GPU runtime (or too few GPUs) for the request: a configuration error, not retried.
+
+    :param message: What is missing and on which host.
+    :param host: The Docker host or cluster that was checked.
+    """

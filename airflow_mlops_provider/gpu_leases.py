@@ -26,9 +26,12 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Sequence
 
 __all__ = ["DEFAULT_LEASE_DIR", "GpuLease", "acquire_gpu_lease", "lease_dir_for_host", "try_lease_ids"]
 
