@@ -8,6 +8,7 @@ server, so a kubeconfig that points at a closed loopback port is enough for the 
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,11 @@ def kube_env(fake_kubeconfig: Path):
         os.environ["KUBECONFIG"] = old
 
 
+def kube_conn(kubeconfig: Path) -> str:
+    """The ``AIRFLOW_CONN_KUBERNETES_DEFAULT`` value that points the hook at ``kubeconfig``."""
+    return json.dumps({"conn_type": "kubernetes", "extra": {"kube_config_path": str(kubeconfig)}})
+
+
 class PodRecorder:
     """What the patched ``execute`` saw: pods and serialized triggers, by (task_id, map_index)."""
 
@@ -56,6 +62,7 @@ class PodRecorder:
         self.pods: dict[tuple[str, int], Any] = {}
         self.triggers: dict[tuple[str, int], tuple[str, dict[str, Any]]] = {}
         self.errors: dict[tuple[str, int], BaseException] = {}
+        self.run_ids: set[str] = set()
 
     def pod(self, task_id: str, map_index: int = -1):
         key = (task_id, map_index)
@@ -76,6 +83,7 @@ def record_pods_execute(recorder: PodRecorder):
             recorder.errors[key] = err
             raise
         recorder.pods[key] = pod
+        recorder.run_ids.add(context["run_id"])
         if self.deferrable:
             self.pod = pod
             try:

@@ -7,6 +7,7 @@ every pod; only ``execute`` is replaced so that nothing is sent to a cluster.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from unittest import mock
 
@@ -14,7 +15,7 @@ import pendulum
 import pytest
 
 from airflow_mlops_provider.operators.kubernetes import GpuKubernetesPodOperator
-from tests.unit.kubernetes.conftest import PodRecorder, record_pods_execute
+from tests.unit.kubernetes.conftest import PodRecorder, kube_conn, record_pods_execute
 
 DAG_ID = "mlops_k8s_pod_specs"
 IMAGE = "registry.example.com/train:1.0"
@@ -131,7 +132,7 @@ def recorder(airflow_db, kube_env) -> PodRecorder:
     dag = _build_dag()
     with (
         mock.patch.object(GpuKubernetesPodOperator, "execute", record_pods_execute(rec)),
-        mock.patch.dict("os.environ", {"AIRFLOW_CONN_KUBERNETES_DEFAULT": '{"conn_type": "kubernetes"}'}),
+        mock.patch.dict("os.environ", {"AIRFLOW_CONN_KUBERNETES_DEFAULT": kube_conn(kube_env)}),
     ):
         dag_run = dag.test()
     assert dag_run.state == "success", rec.errors
@@ -168,7 +169,11 @@ def test_two_gpus_with_gpu_type(recorder):
     terms = pod.spec.affinity.node_affinity.required_during_scheduling_ignored_during_execution
     (term,) = terms.node_selector_terms
     (expr,) = term.match_expressions
-    assert (expr.key, expr.operator, expr.values) == ("nvidia.com/gpu.product", "In", ["NVIDIA-A100-SXM4-80GB"])
+    assert (expr.key, expr.operator, expr.values) == (
+        "nvidia.com/gpu.product",
+        "In",
+        ["NVIDIA-A100-SXM4-80GB"],
+    )
     (tol,) = pod.spec.tolerations
     assert (tol.key, tol.operator, tol.effect, tol.value) == ("nvidia.com/gpu", "Exists", "NoSchedule", None)
     # A string command is split like a shell does (as Docker does) and becomes the container's args.
@@ -209,7 +214,9 @@ def test_resources_command_and_env_rendered_from_dag_params(recorder):
     env = {e.name: e.value for e in base.env}
     assert env["EPOCHS"] == "3"
     assert env["TRY"] == "1"
-    assert env["RUN_ID"] == pod.metadata.labels["run_id"] or env["RUN_ID"].startswith("manual__")
+    (run_id,) = recorder.run_ids
+    assert env["RUN_ID"] == run_id
+    assert run_id.startswith("manual__")
 
 
 def test_mapped_trial_resources_differ_per_map_index(recorder):
@@ -232,14 +239,15 @@ def test_mapped_trial_resources_differ_per_map_index(recorder):
 def test_labels_identify_dag_task_run_map_index_and_try(recorder):
     pod = recorder.pod("mapped_trial", 1)
     labels = pod.metadata.labels
-    assert labels["dag_id"] == DAG_ID.replace("_", "-") or labels["dag_id"] == DAG_ID
+    assert labels["dag_id"] == DAG_ID
     assert labels["task_id"] == "mapped_trial"
     assert labels["map_index"] == "1"
     assert labels["try_number"] == "1"
     assert labels["app.kubernetes.io/managed-by"] == "airflow-mlops-provider"
     # run_id holds ':' and '+', which labels cannot: KPO makes it a safe label value.
-    import re
-
+    (run_id,) = recorder.run_ids
+    assert ":" in run_id
+    assert ":" not in labels["run_id"]
     assert re.fullmatch(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?", labels["run_id"]), labels["run_id"]
     assert "map_index" not in recorder.pod("cpu_only").metadata.labels  # unmapped: KPO leaves it out
 
@@ -266,7 +274,9 @@ def test_kpo_arguments_keep_working_and_merge(recorder):
     assert pod.spec.node_selector == {"pool": "gpu"}
     assert pod.spec.service_account_name == "trainer"
     # The user's zone requirement and the GPU requirement are ANDed in the same term.
-    (term,) = pod.spec.affinity.node_affinity.required_during_scheduling_ignored_during_execution.node_selector_terms
+    (term,) = (
+        pod.spec.affinity.node_affinity.required_during_scheduling_ignored_during_execution.node_selector_terms
+    )
     assert [(e.key, e.values) for e in term.match_expressions] == [
         ("topology.kubernetes.io/zone", ["z1"]),
         ("nvidia.com/gpu.product", ["NVIDIA-L4"]),
