@@ -160,7 +160,10 @@ def test_building_twice_gives_the_same_pod_and_leaves_kpo_fields_untouched():
     first = op.build_pod_request_obj(dry_run=True)
     second = op.build_pod_request_obj(dry_run=True)
     assert first.to_dict() == second.to_dict()
-    assert op.volumes == [] and op.tolerations == [] and op.arguments == [] and op.affinity == {}
+    assert op.volumes == []
+    assert op.tolerations == []
+    assert op.arguments == []
+    assert op.affinity == {}
 
 
 def test_on_kill_deletes_the_pod():

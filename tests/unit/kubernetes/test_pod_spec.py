@@ -223,7 +223,8 @@ def test_mapped_trial_resources_differ_per_map_index(recorder):
     first, second = recorder.pod("mapped_trial", 0), recorder.pod("mapped_trial", 1)
     assert _container(first).resources.limits == {"cpu": "1", "memory": "1Gi"}
     assert _gpu_keys(_container(first).resources) == set()
-    assert not first.spec.affinity and not first.spec.tolerations
+    assert not first.spec.affinity
+    assert not first.spec.tolerations
     assert _container(second).resources.limits == {
         "cpu": "4",
         "memory": "16Gi",
