@@ -95,6 +95,9 @@ def get_provider_info() -> dict[str, Any]:
             {"integration-name": "Feast", "external-doc-url": "https://docs.feast.dev/"},
         ],
         "connection-types": [_mlflow_connection(), _feast_connection()],
+        "asset-uris": [
+            {"schemes": ["feast"], "handler": "airflow_mlops_provider.assets.feast.sanitize_uri"},
+        ],
         "extra-links": [
             "airflow_mlops_provider.links.mlflow.MlflowRunLink",
             "airflow_mlops_provider.links.mlflow.MlflowModelVersionLink",

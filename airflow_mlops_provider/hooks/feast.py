@@ -34,7 +34,6 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -48,6 +47,8 @@ from airflow.sdk.exceptions import AirflowFailException
 from airflow_mlops_provider.exceptions import FeatureStoreError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
     from feast import FeatureStore, FeatureView
     from feast.repo_config import RepoConfig
 
@@ -133,8 +134,7 @@ class FeastHook(BaseHook):
             )
         if not self._extras.get("feature_store_yaml") and not (path / "feature_store.yaml").is_file():
             raise AirflowFailException(
-                f"Feast connection {self.feast_conn_id!r}: repo_path {str(path)!r} "
-                "has no feature_store.yaml"
+                f"Feast connection {self.feast_conn_id!r}: repo_path {str(path)!r} has no feature_store.yaml"
             )
         return path.resolve()
 
@@ -157,7 +157,9 @@ class FeastHook(BaseHook):
         """The parsed ``feature_store.yaml`` (environment variables expanded, password added)."""
         import yaml
 
-        source = "feature_store_yaml extra" if self._extras.get("feature_store_yaml") else "feature_store.yaml"
+        source = (
+            "feature_store_yaml extra" if self._extras.get("feature_store_yaml") else "feature_store.yaml"
+        )
         try:
             raw = yaml.safe_load(os.path.expandvars(self._yaml_text()))
         except yaml.YAMLError as err:
@@ -385,8 +387,7 @@ class FeastHook(BaseHook):
             if plan.deleted and not allow_deletes:
                 names = ", ".join(f"{kind} {name}" for kind, name in plan.deleted)
                 raise FeatureStoreError(
-                    f"Applying the Feast repo would delete: {names}. "
-                    "Pass allow_deletes=True to delete them."
+                    f"Applying the Feast repo would delete: {names}. Pass allow_deletes=True to delete them."
                 )
             repo = self._repo_contents()
             apply_total_with_repo_instance(
@@ -474,7 +475,7 @@ class FeastHook(BaseHook):
                     on_progress(table.name, counter["rows"], time.monotonic() - started)
                 return result
 
-        online_store.online_write_batch = counting_write
+        online_store.online_write_batch = counting_write  # type: ignore[method-assign]
         try:
             provider.materialize_single_feature_view(
                 config=store.config,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import shutil
 import textwrap
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +130,7 @@ def feature_store_yaml(
     elif online_store == "redis":
         if not redis_connection_string:
             raise ValueError("online_store='redis' needs redis_connection_string")
-        online = f"online_store:\n  type: redis\n  connection_string: \"{redis_connection_string}\"\n"
+        online = f'online_store:\n  type: redis\n  connection_string: "{redis_connection_string}"\n'
     else:
         raise ValueError(f"online_store must be 'sqlite' or 'redis', got {online_store!r}")
     return (
@@ -236,7 +236,9 @@ def create_feature_repo(
         frame.to_parquet(path, index=False)
         parquet[view] = path
     (directory / "feature_store.yaml").write_text(
-        feature_store_yaml(project, online_store=online_store, redis_connection_string=redis_connection_string)
+        feature_store_yaml(
+            project, online_store=online_store, redis_connection_string=redis_connection_string
+        )
     )
     (directory / "features.py").write_text(_definitions(views, parquet))
     return FeatureRepo(
@@ -253,7 +255,9 @@ def create_feature_repo(
     )
 
 
-def online_values(store: Any, repo: FeatureRepo, entity_ids: list[int], views: list[str] | None = None) -> dict:
+def online_values(
+    store: Any, repo: FeatureRepo, entity_ids: list[int], views: list[str] | None = None
+) -> dict:
     """``{feature_ref: [values...]}`` read with ``get_online_features`` for ``entity_ids``."""
     refs = repo.feature_refs(views)
     response = store.get_online_features(
@@ -271,9 +275,7 @@ def sqlite_online_snapshot(repo: FeatureRepo) -> dict[str, list[tuple]]:
         tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
         snapshot = {}
         for table in sorted(tables):
-            rows = conn.execute(
-                f'SELECT entity_key, feature_name, value, event_ts FROM "{table}"'  # noqa: S608
-            ).fetchall()
+            rows = conn.execute(f'SELECT entity_key, feature_name, value, event_ts FROM "{table}"').fetchall()
             # Table names carry the project; compare by the feature view part.
             snapshot[table.split("_", 2)[-1] if table.startswith(repo.project) else table] = sorted(rows)
         return snapshot

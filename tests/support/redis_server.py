@@ -11,10 +11,13 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 
 def _free_port() -> int:
@@ -93,17 +96,24 @@ def start_redis_server(*, password: str | None = None, timeout: float = 20.0) ->
     port = _free_port()
     args = [
         binary,
-        "--bind", "127.0.0.1",
-        "--port", str(port),
-        "--save", "",
-        "--appendonly", "no",
-        "--dir", str(workdir),
-        "--daemonize", "no",
-        "--loglevel", "warning",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(workdir),
+        "--daemonize",
+        "no",
+        "--loglevel",
+        "warning",
     ]
     if password:
         args += ["--requirepass", password]
-    log = open(workdir / "redis.log", "wb")  # noqa: SIM115 - closed when the process ends
+    log = open(workdir / "redis.log", "wb")
     process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
     server = RedisServer(process=process, host="127.0.0.1", port=port, password=password, workdir=workdir)
     deadline = time.monotonic() + timeout

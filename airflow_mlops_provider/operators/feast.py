@@ -1,0 +1,373 @@
+"""Operators for a Feast feature store: apply definitions, materialize by data interval.
+
+The materialization window defaults to the DAG run's data interval, so a rerun or a backfill
+of a run repeats exactly the same work. Two helpers build the arguments of mapped tasks:
+``per_feature_view`` (one task per feature view, ``.expand()``) and ``backfill_chunks`` (a long
+window cut into chunks, ``.expand_kwargs()``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import AssetAlias, BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
+
+from airflow_mlops_provider.assets.feast import feature_view_asset
+from airflow_mlops_provider.exceptions import FeatureStoreError
+from airflow_mlops_provider.hooks.feast import FeastHook
+from airflow_mlops_provider.operators._common import contains_template
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_mlops_provider.hooks.feast import ViewMaterialization
+
+#: Name of the asset alias through which materialize operators emit feature-view asset events.
+DEFAULT_ASSET_ALIAS = "feast-feature-views"
+_PROGRESS_EVERY_S = 5.0
+
+
+# --- argument helpers (no Feast import) ------------------------------------------------------
+
+
+def per_feature_view(feature_views: Sequence[str]) -> list[list[str]]:
+    """
+    Return ``feature_views`` as one single-view list per mapped task.
+
+    ``FeastMaterializeOperator.partial(...).expand(feature_views=per_feature_view([...]))``
+    """
+    _check_view_names(feature_views, "feature_views")
+    return [[name] for name in feature_views]
+
+
+def backfill_chunks(
+    start: datetime | str,
+    end: datetime | str,
+    *,
+    chunk: timedelta,
+    feature_views: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
+    """
+    Split ``[start, end]`` into consecutive windows of at most ``chunk``, as mapped-task kwargs.
+
+    Each item has ``start_date``/``end_date`` (ISO 8601) and ``newer_wins=True``, so chunks may
+    run in any order, in parallel, and still leave each entity's latest row online. With
+    ``feature_views``, one item per (chunk, feature view).
+
+    ``FeastMaterializeOperator.partial(task_id=...).expand_kwargs(backfill_chunks(...))``
+
+    :raises ValueError: for naive or reversed bounds, or a non-positive chunk.
+    """
+    start_dt = _parse_datetime(start, "start")
+    end_dt = _parse_datetime(end, "end")
+    if start_dt >= end_dt:
+        raise ValueError(f"start must be before end, got start={start!r} and end={end!r}")
+    if not isinstance(chunk, timedelta) or chunk <= timedelta(0):
+        raise ValueError(f"chunk must be a positive timedelta, got {chunk!r}")
+    if feature_views is not None:
+        _check_view_names(feature_views, "feature_views")
+    windows = []
+    cursor = start_dt
+    while cursor < end_dt:
+        upper = min(cursor + chunk, end_dt)
+        windows.append((cursor, upper))
+        cursor = upper
+    items = []
+    for lower, upper in windows:
+        base = {"start_date": lower.isoformat(), "end_date": upper.isoformat(), "newer_wins": True}
+        if feature_views is None:
+            items.append(base)
+        else:
+            items += [{**base, "feature_views": [name]} for name in feature_views]
+    return items
+
+
+def _check_view_names(feature_views: Any, arg: str) -> None:
+    if isinstance(feature_views, str) or not isinstance(feature_views, Sequence) or not feature_views:
+        raise ValueError(f"{arg} must be a non-empty list of feature view names, got {feature_views!r}")
+    bad = [v for v in feature_views if not isinstance(v, str) or not v.strip()]
+    if bad:
+        raise ValueError(f"{arg} must hold non-empty strings, got {feature_views!r}")
+
+
+def _parse_datetime(value: Any, arg: str) -> datetime:
+    """Parse a datetime or ISO 8601 string; it must be timezone-aware (ValueError otherwise)."""
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ValueError(f"{arg} must be an ISO 8601 datetime, got {value!r}") from None
+    elif isinstance(value, datetime):
+        parsed = value
+    else:
+        raise ValueError(f"{arg} must be a timezone-aware datetime, got {value!r}")
+    if parsed.tzinfo is None or parsed.tzinfo.utcoffset(parsed) is None:
+        raise ValueError(f"{arg} must be timezone-aware (e.g. end with +00:00), got {value!r}")
+    return parsed.astimezone(timezone.utc)
+
+
+def resolve_window(
+    start: Any, end: Any, context: Context | dict[str, Any], *, now: datetime | None = None
+) -> tuple[datetime | None, datetime]:
+    """
+    Return the materialization window: the arguments, else the run's data interval.
+
+    ``start`` of None with ``context`` None-interval stays None (incremental).
+
+    :raises AirflowFailException: naive datetimes, start >= end, an end in the future, or no
+        window at all.
+    """
+    now = now or datetime.now(timezone.utc)
+    if end is None:
+        end = context.get("data_interval_end")
+    if end is None:
+        raise AirflowFailException(
+            "end_date is not set and the DAG run has no data interval: pass end_date explicitly"
+        )
+    try:
+        end_dt = _parse_datetime(end, "end_date")
+        start_dt = None if start is None else _parse_datetime(start, "start_date")
+    except ValueError as err:
+        raise AirflowFailException(str(err)) from err
+    if end_dt > now:
+        raise AirflowFailException(
+            f"end_date {end_dt.isoformat()} is in the future (now {now.isoformat()}): Feast would "
+            "record it as materialized and later incremental runs would skip the rows in between"
+        )
+    if start_dt is not None and start_dt >= end_dt:
+        raise AirflowFailException(
+            f"start_date must be before end_date, got start_date={start_dt.isoformat()} "
+            f"and end_date={end_dt.isoformat()}"
+        )
+    return start_dt, end_dt
+
+
+# --- operators -----------------------------------------------------------------------------
+
+
+class FeastApplyOperator(BaseOperator):
+    """
+    Apply a feature repo's definitions (``feast apply``), logging the plan first.
+
+    :param feast_conn_id: Connection of type ``feast`` (templated).
+    :param allow_deletes: Apply even when the plan deletes objects from the registry.
+    """
+
+    template_fields: Sequence[str] = ("feast_conn_id",)
+    ui_color = "#e8f0fe"
+
+    def __init__(
+        self, *, feast_conn_id: str = FeastHook.default_conn_name, allow_deletes: bool = False, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        if not isinstance(allow_deletes, bool):
+            raise ValueError(f"allow_deletes must be True or False, got {allow_deletes!r}")
+        self.feast_conn_id = feast_conn_id
+        self.allow_deletes = allow_deletes
+
+    def execute(self, context: Context) -> dict[str, list[str]]:
+        hook = FeastHook(self.feast_conn_id)
+        try:
+            plan = hook.apply(
+                allow_deletes=self.allow_deletes,
+                log=lambda text: self.log.info("Feast plan for project %s:\n%s", hook.project, text),
+            )
+        except FeatureStoreError as err:
+            raise AirflowFailException(str(err)) from err
+        summary = {
+            "added": [f"{kind} {name}" for kind, name in plan.added],
+            "changed": [f"{kind} {name}" for kind, name in plan.changed],
+            "deleted": [f"{kind} {name}" for kind, name in plan.deleted],
+        }
+        self.log.info(
+            "Applied: %d added, %d changed, %d deleted",
+            len(plan.added),
+            len(plan.changed),
+            len(plan.deleted),
+        )
+        return summary
+
+
+class FeastMaterializeOperator(BaseOperator):
+    """
+    Materialize feature views into the online store over a window (default: the data interval).
+
+    Returns ``{feature_view: {"rows": int, "window": [start, end], "seconds": float}}`` and emits
+    one asset event (``feast://<project>/<feature_view>``) per materialized feature view.
+
+    :param feature_views: Names to materialize; None means every online feature view (templated).
+    :param start_date: Window start, tz-aware datetime or ISO string; default the data interval
+        start (templated). Not the task's scheduling start date.
+    :param end_date: Window end (inclusive); default the data interval end; must not be in the
+        future (templated).
+    :param feast_conn_id: Connection of type ``feast`` (templated).
+    :param online_write_batch_size: Rows per online-store write; bounds memory on big windows.
+    :param newer_wins: Never replace an entity's online row with an older one, so windows may be
+        materialized in any order or in parallel (costs one online read per batch).
+    :param asset_alias: Name of the ``AssetAlias`` outlet through which the asset events go.
+    """
+
+    template_fields: Sequence[str] = ("feature_views", "window_start", "window_end", "feast_conn_id")
+    ui_color = "#e8f0fe"
+    _incremental = False
+
+    def __init__(
+        self,
+        *,
+        feature_views: list[str] | str | None = None,
+        start_date: datetime | str | None = None,
+        end_date: datetime | str | None = None,
+        feast_conn_id: str = FeastHook.default_conn_name,
+        online_write_batch_size: int | None = 10_000,
+        newer_wins: bool = False,
+        asset_alias: str | None = DEFAULT_ASSET_ALIAS,
+        **kwargs: Any,
+    ) -> None:
+        # default_args fill every argument named in the signature, so a DAG-wide
+        # default_args["start_date"] would land here: hand it back to the task.
+        defaults = kwargs.get("default_args") or {}
+        if start_date is not None and start_date is defaults.get("start_date"):
+            kwargs["start_date"], start_date = start_date, None
+        if end_date is not None and end_date is defaults.get("end_date"):
+            kwargs["end_date"], end_date = end_date, None
+        super().__init__(**kwargs)
+        if feature_views is not None and not contains_template(feature_views):
+            _check_view_names(feature_views, "feature_views")
+        for arg, value in (("start_date", start_date), ("end_date", end_date)):
+            if value is not None and not contains_template(value) and not hasattr(value, "resolve"):
+                _parse_datetime(value, arg)
+        if online_write_batch_size is not None and (
+            isinstance(online_write_batch_size, bool)
+            or not isinstance(online_write_batch_size, int)
+            or online_write_batch_size <= 0
+        ):
+            raise ValueError(
+                f"online_write_batch_size must be a positive integer or None, got {online_write_batch_size!r}"
+            )
+        if not isinstance(newer_wins, bool):
+            raise ValueError(f"newer_wins must be True or False, got {newer_wins!r}")
+        self.feature_views = feature_views
+        self.window_start = start_date
+        self.window_end = end_date
+        self.feast_conn_id = feast_conn_id
+        self.online_write_batch_size = online_write_batch_size
+        self.newer_wins = newer_wins
+        self.asset_alias = asset_alias
+        if asset_alias:
+            self.outlets = [*self.outlets, AssetAlias(name=asset_alias)]
+
+    def _rendered_views(self) -> list[str] | None:
+        views = self.feature_views
+        if views is None:
+            return None
+        if isinstance(views, str):
+            views = [v.strip() for v in views.split(",") if v.strip()]
+        try:
+            _check_view_names(views, "feature_views")
+        except ValueError as err:
+            raise AirflowFailException(str(err)) from err
+        return list(views)
+
+    def _window(self, context: Context) -> tuple[datetime | None, datetime]:
+        start = None if self._incremental else self.window_start
+        if not self._incremental and start is None:
+            start = context.get("data_interval_start")
+            if start is None:
+                raise AirflowFailException(
+                    "start_date is not set and the DAG run has no data interval: pass start_date explicitly"
+                )
+        return resolve_window(start, self.window_end, context)
+
+    def execute(self, context: Context) -> dict[str, dict[str, Any]]:
+        views = self._rendered_views()
+        start, end = self._window(context)
+        hook = FeastHook(self.feast_conn_id)
+        try:
+            hook.get_feature_views(views)
+        except FeatureStoreError as err:
+            raise AirflowFailException(str(err)) from err
+        self.log.info(
+            "Materializing %s of Feast project %s over [%s, %s]",
+            ", ".join(views) if views else "all online feature views",
+            hook.project,
+            start.isoformat() if start else "last materialized end",
+            end.isoformat(),
+        )
+        last_log = {"at": time.monotonic()}
+
+        def progress(view: str, rows: int, seconds: float) -> None:
+            if time.monotonic() - last_log["at"] >= _PROGRESS_EVERY_S:
+                last_log["at"] = time.monotonic()
+                self.log.info(
+                    "%s: %d rows written in %.1f s (%.0f rows/s)",
+                    view,
+                    rows,
+                    seconds,
+                    rows / max(seconds, 1e-9),
+                )
+
+        results = hook.materialize(
+            views,
+            start,
+            end,
+            online_write_batch_size=self.online_write_batch_size,
+            newer_wins=self.newer_wins,
+            progress=progress,
+        )
+        for result in results:
+            self.log.info(
+                "%s: %d rows over [%s, %s] in %.2f s (%.0f rows/s)",
+                result.feature_view,
+                result.rows,
+                result.start.isoformat(),
+                result.end.isoformat(),
+                result.seconds,
+                result.rows / max(result.seconds, 1e-9),
+            )
+        self._emit_asset_events(context, hook.project, results)
+        return {r.feature_view: r.summary() for r in results}
+
+    def _emit_asset_events(self, context: Context, project: str, results: list[ViewMaterialization]) -> None:
+        if not self.asset_alias:
+            return
+        events = context["outlet_events"][AssetAlias(name=self.asset_alias)]
+        for result in results:
+            events.add(feature_view_asset(project, result.feature_view), extra=result.summary())
+
+
+class FeastMaterializeIncrementalOperator(FeastMaterializeOperator):
+    """
+    Materialize each feature view from its last materialized end up to ``end_date``.
+
+    :param feature_views: Names to materialize; None means every online feature view (templated).
+    :param end_date: Window end; default the data interval end; must not be in the future
+        (templated).
+    :param feast_conn_id: Connection of type ``feast`` (templated).
+    :param online_write_batch_size: Rows per online-store write; bounds memory on big windows.
+    :param asset_alias: Name of the ``AssetAlias`` outlet through which the asset events go.
+    """
+
+    _incremental = True
+
+    def __init__(
+        self,
+        *,
+        feature_views: list[str] | str | None = None,
+        end_date: datetime | str | None = None,
+        feast_conn_id: str = FeastHook.default_conn_name,
+        online_write_batch_size: int | None = 10_000,
+        asset_alias: str | None = DEFAULT_ASSET_ALIAS,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            feature_views=feature_views,
+            end_date=end_date,
+            feast_conn_id=feast_conn_id,
+            online_write_batch_size=online_write_batch_size,
+            asset_alias=asset_alias,
+            **kwargs,
+        )
