@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 
 __all__ = ["STRATEGIES", "plan_sweep", "plan_trials", "select_best_trial", "trial_task"]
 
+#: XCom key prefix of the batches ``plan_sweep`` stores, and key of the full trial list.
+BATCH_KEY_PREFIX = "sweep_batch_"
+TRIALS_KEY = "sweep_trials"
 #: How ``plan_sweep`` turns a space into trials.
 STRATEGIES = ("grid", "random")
 
@@ -102,6 +105,11 @@ def plan_sweep(
     """
     Plan a sweep: build its trials and pack them into batches for ``.expand_kwargs()``.
 
+    Each batch's trials are stored in their own XCom (``sweep_batch_<i>``) and the task returns
+    small references ``[{"batch": {...}}, ...]``, so each mapped trial task reads only its own
+    batch (a mapped task otherwise loads its upstream's whole list to take one item). The full
+    list of trials is stored under ``sweep_trials`` for ``select_best_trial``.
+
     Each argument left as None is read from the DAG param of the same name (the
     :func:`airflow_mlops_provider.params.sweep_params` names), so a run triggered from the UI
     uses the form's values. The batch count respects the live ``[core] max_map_length``.
@@ -132,11 +140,35 @@ def plan_sweep(
         )
     except ValueError as err:
         raise AirflowFailException(str(err)) from err
-    n = sum(len(b["trials"]) for b in batches)
+    ti = get_current_context()["ti"]
+    refs: list[dict[str, Any]] = []
+    for index, batch in enumerate(batches):
+        key = f"{BATCH_KEY_PREFIX}{index}"
+        ti.xcom_push(key=key, value=batch["trials"])
+        ref: dict[str, Any] = {
+            "task_id": ti.task_id,
+            "map_index": ti.map_index,
+            "key": key,
+            "size": len(batch["trials"]),
+        }
+        refs.append({"batch": ref})
+    ti.xcom_push(key=TRIALS_KEY, value=[t for b in batches for t in b["trials"]])
     logging.getLogger(__name__).info(
-        "Planned %d trials in %d batches (max_map_length=%d)", n, len(batches), live_max_map_length()
+        "Planned %d trials in %d batches (max_map_length=%d)",
+        sum(r["batch"]["size"] for r in refs),
+        len(refs),
+        live_max_map_length(),
     )
-    return batches
+    return refs
+
+
+def _pull(ref: Mapping[str, Any], key: str) -> Any:
+    value = get_current_context()["ti"].xcom_pull(
+        task_ids=ref["task_id"], key=key, map_indexes=ref.get("map_index", -1)
+    )
+    if value is None:
+        raise AirflowFailException(f"no XCom {key!r} from task {ref['task_id']!r}: was the sweep planned?")
+    return value
 
 
 def trial_task(python_callable: Callable[..., Any] | None = None, **task_kwargs: Any) -> Any:
@@ -155,15 +187,18 @@ def trial_task(python_callable: Callable[..., Any] | None = None, **task_kwargs:
 
     def decorate(fn: Callable[..., Any]) -> Any:
         def run_batch(
+            batch: dict[str, Any] | None = None,
             trials: list[dict[str, Any]] | None = None,
             trial_id: str | None = None,
             params: dict[str, Any] | None = None,
             resources: dict[str, Any] | None = None,
         ) -> list[dict[str, Any]]:
+            if batch is not None:
+                trials = _pull(batch, batch["key"])
             if trials is None:
                 if params is None:
                     raise AirflowFailException(
-                        f"{fn.__name__} needs 'trials' (a batch) or 'params' (one trial), got neither"
+                        f"{fn.__name__} needs 'batch' (from plan_sweep), 'trials' or 'params' (one trial), got none"
                     )
                 trial = make_trial(params, resources)
                 if trial_id is not None:
@@ -180,6 +215,22 @@ def trial_task(python_callable: Callable[..., Any] | None = None, **task_kwargs:
     if python_callable is not None:
         return decorate(python_callable)
     return decorate
+
+
+def _planned_trials(planned: Any) -> list[dict[str, Any]] | None:
+    """Return the planned trials from ``plan_sweep``'s references (or inline batches/trials)."""
+    if planned is None:
+        return None
+    trials: list[dict[str, Any]] = []
+    sources = set()
+    for item in planned:
+        ref = item.get("batch") if isinstance(item, dict) else None
+        if ref is None:
+            trials.extend(item.get("trials", [item]) if isinstance(item, dict) else item)
+        elif (ref["task_id"], ref.get("map_index", -1)) not in sources:
+            sources.add((ref["task_id"], ref.get("map_index", -1)))
+            trials.extend(_pull(ref, TRIALS_KEY))
+    return trials
 
 
 @task(trigger_rule="all_done_min_one_success", multiple_outputs=False)
@@ -209,7 +260,7 @@ def select_best_trial(
             metric=_pick(metric, params, "metric"),
             mode=_pick(mode, params, "mode", "min"),
             min_success_ratio=_pick(min_success_ratio, params, "min_success_ratio", 0.5),
-            expected_trials=list(planned) if planned is not None else None,
+            expected_trials=_planned_trials(planned),
         )
     except ValueError as err:
         raise AirflowFailException(str(err)) from err

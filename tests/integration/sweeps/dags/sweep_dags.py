@@ -41,7 +41,7 @@ def report(summary: dict, batches: list) -> None:
     if not out_dir:
         return
     context = get_current_context()
-    planned = [t for b in batches for t in b["trials"]]
+    planned = context["ti"].xcom_pull(task_ids="plan_sweep", key="sweep_trials")
     data = {
         "run_id": context["run_id"],
         "conf_search_space": context["params"]["search_space"],
