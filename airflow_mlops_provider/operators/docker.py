@@ -158,11 +158,7 @@ class GpuDockerOperator(DockerOperator):
             raise ValueError(
                 f"resources.gpus={static_resources.gpus!r} is more than host_gpus declares ({len(inventory)})"
             )
-        environment = dict(kwargs.pop("environment", None) or {})
-        if env and not contains_template(env):
-            environment.update(env_as_strings(env))
-        elif env:
-            environment.update(env)
+        environment = {**dict(kwargs.pop("environment", None) or {}), **dict(env or {})}
         super().__init__(image=image, command=command, environment=environment, **kwargs)
         self.env = env
         self.compute_resources = static_resources
@@ -307,10 +303,8 @@ class GpuDockerOperator(DockerOperator):
         gpu_ids = self._render_gpu_ids(resources)
         if not isinstance(self.image, str) or not self.image.strip():
             raise AirflowFailException(f"image rendered to an empty value: {self.image!r}")
-        if self.env and not isinstance(self.env, Mapping):
-            raise AirflowFailException(f"env must render to a dict, got {self.env!r}")
-        if self.env:
-            self.environment = {**(self.environment or {}), **env_as_strings(self.env)}
+        # ``env`` was merged into DockerOperator's templated ``environment`` in __init__.
+        self.environment = env_as_strings(self.environment)
         identity = task_identity(context)
         name = self.container_name or deterministic_name(identity)
         self.container_name = name
