@@ -1,0 +1,226 @@
+"""MlflowHook: one lazily built ``MlflowClient`` for an Airflow connection of type ``mlflow``.
+
+The tracking URI comes from the connection's host, port and schema (``http``/``https``), or from
+the ``tracking_uri`` extra (``sqlite:///...``, ``file:///...`` or a full ``http(s)://`` URL).
+
+The connection password is a token (sent as ``Authorization: Bearer``), or, when the login is
+set, the password of HTTP basic authentication. It is masked as soon as it is read, never
+logged, and never written into ``os.environ``: the hook gives its own client a REST store that
+carries the credentials, so two hooks with different tokens in one process never share them.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseHook
+from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.log import mask_secret
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+_HTTP_SCHEMES = ("http", "https")
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in {"1", "true", "yes", "on"}
+    return bool(value)
+
+
+class MlflowHook(BaseHook):
+    """
+    Interact with an MLflow tracking server and model registry through ``MlflowClient``.
+
+    The connection is read, and the client built, on first use (never in ``__init__``).
+
+    :param mlflow_conn_id: The Airflow connection of type ``mlflow``.
+    """
+
+    conn_name_attr = "mlflow_conn_id"
+    default_conn_name = "mlflow_default"
+    conn_type = "mlflow"
+    hook_name = "MLflow"
+
+    def __init__(self, mlflow_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.mlflow_conn_id = mlflow_conn_id
+
+    @cached_property
+    def _settings(self) -> dict[str, Any]:
+        """Everything the client needs, read once from the connection."""
+        conn = self.get_connection(self.mlflow_conn_id)
+        extra = conn.extra_dejson or {}
+        secret = conn.password or None
+        if secret:
+            mask_secret(secret)
+        tracking_uri = (extra.get("tracking_uri") or "").strip()
+        if not tracking_uri:
+            host = (conn.host or "").strip()
+            if not host:
+                raise AirflowFailException(
+                    f"MLflow connection {self.mlflow_conn_id!r} has neither a host nor a 'tracking_uri' extra"
+                )
+            if "://" in host:
+                tracking_uri = host.rstrip("/")
+            else:
+                scheme = (conn.schema or "http").strip().lower()
+                if scheme not in _HTTP_SCHEMES:
+                    raise AirflowFailException(
+                        f"MLflow connection {self.mlflow_conn_id!r}: schema must be 'http' or "
+                        f"'https', got {conn.schema!r}"
+                    )
+                tracking_uri = f"{scheme}://{host.rstrip('/')}"
+                if conn.port:
+                    tracking_uri += f":{conn.port}"
+        registry_uri = (extra.get("registry_uri") or "").strip() or tracking_uri
+        ui_url = (extra.get("ui_url") or "").strip()
+        if not ui_url and tracking_uri.split("://", 1)[0] in _HTTP_SCHEMES:
+            ui_url = tracking_uri
+        return {
+            "tracking_uri": tracking_uri,
+            "registry_uri": registry_uri,
+            "login": conn.login or None,
+            "secret": secret,
+            "insecure": _as_bool(extra.get("insecure_skip_verify", False)),
+            "ui_url": ui_url.rstrip("/"),
+        }
+
+    @property
+    def tracking_uri(self) -> str:
+        """The tracking URI the client talks to."""
+        return self._settings["tracking_uri"]
+
+    @property
+    def registry_uri(self) -> str:
+        """The model registry URI (the tracking URI unless the ``registry_uri`` extra is set)."""
+        return self._settings["registry_uri"]
+
+    @property
+    def ui_url(self) -> str:
+        """Base URL of the MLflow UI ("" when there is none, e.g. for ``sqlite:`` stores)."""
+        return self._settings["ui_url"]
+
+    def _host_creds(self, uri: str) -> Any:
+        from mlflow.utils.rest_utils import MlflowHostCreds
+
+        settings = self._settings
+        secret = settings["secret"]
+        if settings["login"]:
+            return MlflowHostCreds(
+                uri,
+                username=settings["login"],
+                password=secret,
+                ignore_tls_verification=settings["insecure"],
+            )
+        return MlflowHostCreds(uri, token=secret, ignore_tls_verification=settings["insecure"])
+
+    @cached_property
+    def client(self) -> MlflowClient:
+        """The ``MlflowClient``, built on first use."""
+        from mlflow import MlflowClient
+
+        settings = self._settings
+        client = MlflowClient(tracking_uri=settings["tracking_uri"], registry_uri=settings["registry_uri"])
+        _bind_rest_stores(client, self)
+        self.log.info(
+            "MLflow client for tracking URI %s (registry %s)",
+            settings["tracking_uri"],
+            settings["registry_uri"],
+        )
+        return client
+
+    def get_conn(self) -> MlflowClient:
+        """Return the ``MlflowClient``."""
+        return self.client
+
+    def test_connection(self) -> tuple[bool, str]:
+        """
+        Check that the registry answers one search call (used by the Airflow UI).
+
+        For an HTTP server the call is made once, without MLflow's retries, so a wrong address
+        fails in seconds rather than after minutes of back-off.
+        """
+        try:
+            uri = self.registry_uri
+            if uri.split("://", 1)[0] in _HTTP_SCHEMES:
+                from mlflow.utils.rest_utils import http_request_safe
+
+                http_request_safe(
+                    self._host_creds(uri),
+                    "/api/2.0/mlflow/registered-models/search",
+                    "GET",
+                    max_retries=0,
+                    timeout=10,
+                    params={"max_results": 1},
+                )
+            else:
+                self.client.search_registered_models(max_results=1)
+        except Exception as err:
+            return False, f"MLflow at {self._safe_uri()} did not answer: {err}"
+        return True, f"Connected to MLflow at {self._safe_uri()}"
+
+    def _safe_uri(self) -> str:
+        try:
+            return self.tracking_uri
+        except Exception:
+            return f"<connection {self.mlflow_conn_id!r}>"
+
+    def run_url(self, experiment_id: str | None, run_id: str | None) -> str:
+        """The UI URL of a run, or "" when there is no UI URL or no run."""
+        if not self.ui_url or not run_id or not experiment_id:
+            return ""
+        return f"{self.ui_url}/#/experiments/{experiment_id}/runs/{run_id}"
+
+    def model_version_url(self, model_name: str, version: str | int | None) -> str:
+        """The UI URL of a registered model version, or "" when there is no UI URL."""
+        from urllib.parse import quote
+
+        if not self.ui_url or version in (None, ""):
+            return ""
+        return f"{self.ui_url}/#/models/{quote(model_name, safe='')}/versions/{version}"
+
+
+def _bind_rest_stores(client: Any, hook: MlflowHook) -> None:
+    """
+    Give ``client`` REST stores of its own that carry ``hook``'s credentials.
+
+    MLflow caches one store per URI for the whole process and reads credentials from environment
+    variables; binding per-client stores keeps tokens per hook and out of ``os.environ``.
+    Non-HTTP URIs (``sqlite:``, ``file:``, ``databricks``...) keep MLflow's own stores.
+    """
+    from functools import partial
+
+    from mlflow.store.model_registry.rest_store import RestStore as RegistryRestStore
+    from mlflow.store.tracking.rest_store import RestStore as TrackingRestStore
+    from mlflow.tracking._model_registry.client import ModelRegistryClient
+    from mlflow.tracking._tracking_service.client import TrackingServiceClient
+
+    class _TrackingClient(TrackingServiceClient):
+        def __init__(self, tracking_uri: str, store: Any) -> None:
+            self._bound_store = store
+            super().__init__(tracking_uri)
+
+        @property
+        def store(self) -> Any:
+            return self._bound_store
+
+    class _RegistryClient(ModelRegistryClient):
+        def __init__(self, registry_uri: str, tracking_uri: str, store: Any) -> None:
+            self._bound_store = store
+            super().__init__(registry_uri, tracking_uri)
+
+        @property
+        def store(self) -> Any:
+            return self._bound_store
+
+    tracking_uri = hook.tracking_uri
+    registry_uri = hook.registry_uri
+    if tracking_uri.split("://", 1)[0] in _HTTP_SCHEMES:
+        tracking_store = TrackingRestStore(partial(hook._host_creds, tracking_uri))
+        client._tracking_client = _TrackingClient(tracking_uri, tracking_store)
+    if registry_uri.split("://", 1)[0] in _HTTP_SCHEMES:
+        registry_store = RegistryRestStore(partial(hook._host_creds, registry_uri))
+        client._registry_client_lazy = _RegistryClient(registry_uri, tracking_uri, registry_store)

@@ -1,0 +1,146 @@
+"""Start a real ``mlflow server`` (SQLite backend, local artifact dir) on a free loopback port.
+
+Usage::
+
+    from tests.support.mlflow_server import mlflow_server, start_mlflow_server
+
+    server = start_mlflow_server(tmp_path)   # MlflowServer(url=..., process=..., ...)
+    ...
+    server.stop()
+
+    with mlflow_server(tmp_path) as server:  # or as a context manager
+        client = mlflow.MlflowClient(server.url)
+
+Starting the server costs a few seconds: start it once per module or session.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class MlflowServer:
+    """A running ``mlflow server`` child process."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    port: int
+    backend_store_uri: str
+    artifacts_dir: Path
+    workdir: Path
+
+    @property
+    def log_path(self) -> Path:
+        """The server's combined stdout/stderr."""
+        return self.workdir / "mlflow-server.log"
+
+    def log_tail(self, chars: int = 3000) -> str:
+        """The end of the server's log (for failure messages)."""
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        """Stop the server (and its workers); the SQLite file and artifacts stay in ``workdir``."""
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, 15)
+            except ProcessLookupError:
+                pass
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, 9)
+                self.process.wait(timeout=15)
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=1) as resp:  # noqa: S310 (loopback)
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def start_mlflow_server(workdir: Path | str | None = None, *, timeout: float = 90.0) -> MlflowServer:
+    """
+    Start ``mlflow server`` with ``sqlite:///<workdir>/mlflow.db`` and ``<workdir>/artifacts``.
+
+    :param workdir: Directory for the database, artifacts and log (a temporary one when None).
+    :param timeout: Seconds to wait for ``/health``.
+    :raises RuntimeError: When the server exits or does not become healthy in time.
+    """
+    workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="mlops-mlflow-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    artifacts = workdir / "artifacts"
+    artifacts.mkdir(exist_ok=True)
+    backend = f"sqlite:///{workdir / 'mlflow.db'}"
+    port = _free_port()
+    mlflow_bin = Path(sys.executable).parent / "mlflow"
+    args = [
+        str(mlflow_bin),
+        "server",
+        "--backend-store-uri",
+        backend,
+        "--artifacts-destination",
+        str(artifacts),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    env = dict(os.environ)
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_TRACKING_TOKEN"):
+        env.pop(var, None)
+    log = open(workdir / "mlflow-server.log", "wb")  # noqa: SIM115 (owned by the child)
+    process = subprocess.Popen(
+        args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=workdir, start_new_session=True
+    )
+    log.close()
+    server = MlflowServer(
+        url=f"http://127.0.0.1:{port}",
+        process=process,
+        port=port,
+        backend_store_uri=backend,
+        artifacts_dir=artifacts,
+        workdir=workdir,
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"mlflow server exited with {process.returncode}:\n{server.log_tail()}")
+        if _healthy(server.url):
+            return server
+        time.sleep(0.2)
+    server.stop()
+    raise RuntimeError(f"mlflow server not healthy on port {port} within {timeout} s:\n{server.log_tail()}")
+
+
+@contextmanager
+def mlflow_server(workdir: Path | str | None = None) -> Iterator[MlflowServer]:
+    """Context manager: a running ``mlflow server``, stopped on exit."""
+    server = start_mlflow_server(workdir)
+    try:
+        yield server
+    finally:
+        server.stop()
