@@ -107,7 +107,11 @@ def _parse_datetime(value: Any, arg: str) -> datetime:
         raise ValueError(f"{arg} must be a timezone-aware datetime, got {value!r}")
     if parsed.tzinfo is None or parsed.tzinfo.utcoffset(parsed) is None:
         raise ValueError(f"{arg} must be timezone-aware (e.g. end with +00:00), got {value!r}")
-    return parsed.astimezone(timezone.utc)
+    utc = parsed.astimezone(timezone.utc)
+    # A plain datetime (not pendulum's subclass), so arithmetic and comparisons stay predictable.
+    return datetime(
+        utc.year, utc.month, utc.day, utc.hour, utc.minute, utc.second, utc.microsecond, tzinfo=timezone.utc
+    )
 
 
 def resolve_window(
