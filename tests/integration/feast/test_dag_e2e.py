@@ -42,14 +42,16 @@ def test_dag_run_matches_cli_and_reruns_are_idempotent(airflow_db, tmp_path):
     proc = dags_test("feast_e2e", DAGS, logical_date=LOGICAL_DATE, extra_env=env)
     out = proc.stdout + proc.stderr
     assert "Feast plan for project mlops_test" in out
-    assert "fv_0: " in out and "rows/s" in out
+    assert "fv_0: " in out
+    assert "rows/s" in out
 
     # The feast CLI, same window, its own copy of the repo.
     feast_cli(repos["cli"].path, "apply")
     feast_cli(repos["cli"].path, "materialize", WINDOW[0].isoformat(), WINDOW[1].isoformat())
 
     cli = sqlite_online_snapshot(repos["cli"])
-    assert cli and all(rows for rows in cli.values())
+    assert cli
+    assert all(rows for rows in cli.values())
     for name in ("single", "fanout", "chunked"):
         assert sqlite_online_snapshot(repos[name]) == cli, f"{name} differs from the feast CLI"
 

@@ -80,7 +80,8 @@ def test_password_goes_into_the_redis_connection_string_and_is_masked(monkeypatc
     assert "s3cret" in masked
     assert hook.project == "p"
     # YAML alone: a private temporary repo directory.
-    assert hook.repo_path is None and hook.repo_dir.is_dir()
+    assert hook.repo_path is None
+    assert hook.repo_dir.is_dir()
 
 
 def test_password_goes_into_the_password_field_of_other_stores(monkeypatch):

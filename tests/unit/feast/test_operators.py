@@ -72,7 +72,8 @@ def test_default_args_start_date_is_the_task_start_not_the_window():
         inc = FeastMaterializeIncrementalOperator(task_id="i")
     assert op.window_start is None
     assert op.start_date == start
-    assert inc.window_start is None and inc.window_end is None
+    assert inc.window_start is None
+    assert inc.window_end is None
 
 
 @pytest.mark.parametrize(
