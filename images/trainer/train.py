@@ -1,0 +1,92 @@
+"""Train one trial of the example churn model and write its result for the orchestrator.
+
+Runs inside the trainer container (GpuDockerOperator / GpuKubernetesPodOperator) or as a local
+process (the demo's local runtime); the code is the same. Inputs come from the environment:
+
+- ``MLOPS_TRIAL``: the trial as JSON, ``{"trial_id": ..., "params": {"family": "A"|"B", ...}}``;
+- ``MLOPS_DATA``: the training set written by the pipeline (``.npz`` with X_train, y_train,
+  X_val, y_val, feature_names);
+- ``MLOPS_MODELS_DIR``: where to save the fitted model (``<trial_id>.joblib``);
+- ``MLOPS_RESULT_FILE``: where to write the result JSON (default ``/airflow/xcom/return.json``,
+  the path KubernetesPodOperator's sidecar and GpuDockerOperator read).
+
+Family A is a scaled logistic regression (``C``); family B is a histogram gradient-boosted tree
+model (``learning_rate``, ``max_depth``, ``max_iter``). The result carries validation AUC and
+log loss, the model path, and the GPUs the runtime assigned (``NVIDIA_VISIBLE_DEVICES``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+FAMILIES = {"A": "logistic_regression", "B": "hist_gradient_boosting"}
+
+
+def build_model(family: str, params: dict):
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if family == "A":
+        return make_pipeline(StandardScaler(), LogisticRegression(C=float(params.get("C", 1.0)), max_iter=500))
+    if family == "B":
+        return HistGradientBoostingClassifier(
+            learning_rate=float(params.get("learning_rate", 0.1)),
+            max_depth=int(params["max_depth"]) if params.get("max_depth") else None,
+            max_iter=int(params.get("max_iter", 100)),
+            random_state=0,
+        )
+    raise SystemExit(f"unknown model family {family!r}; expected one of {sorted(FAMILIES)}")
+
+
+def main() -> int:
+    import joblib
+    import numpy as np
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    trial = json.loads(os.environ["MLOPS_TRIAL"])
+    params = dict(trial.get("params", {}))
+    family = str(params.pop("family", "A"))
+    data_path = os.environ["MLOPS_DATA"]
+    models_dir = Path(os.environ["MLOPS_MODELS_DIR"])
+    result_file = Path(os.environ.get("MLOPS_RESULT_FILE", "/airflow/xcom/return.json"))
+
+    started = time.time()
+    data = np.load(data_path, allow_pickle=False)
+    print(f"trial {trial['trial_id']}: family {family} ({FAMILIES.get(family)}) params {params}", flush=True)
+    print(f"train rows {len(data['y_train'])}, validation rows {len(data['y_val'])}", flush=True)
+    print(f"GPUs assigned: {os.environ.get('NVIDIA_VISIBLE_DEVICES', 'none')}", flush=True)
+
+    model = build_model(family, params)
+    model.fit(data["X_train"], data["y_train"])
+    proba = model.predict_proba(data["X_val"])[:, 1]
+    metrics = {
+        "val_auc": float(roc_auc_score(data["y_val"], proba)),
+        "val_logloss": float(log_loss(data["y_val"], proba, labels=[0, 1])),
+    }
+    models_dir.mkdir(parents=True, exist_ok=True)
+    model_path = models_dir / f"{trial['trial_id']}.joblib"
+    joblib.dump(model, model_path)
+    result = {
+        "trial_id": trial["trial_id"],
+        "family": family,
+        "params": {"family": family, **params},
+        "metrics": metrics,
+        **metrics,
+        "model_path": str(model_path),
+        "seconds": round(time.time() - started, 3),
+        "gpus": os.environ.get("NVIDIA_VISIBLE_DEVICES", ""),
+    }
+    result_file.parent.mkdir(parents=True, exist_ok=True)
+    result_file.write_text(json.dumps(result))
+    print(f"val_auc={metrics['val_auc']:.4f} val_logloss={metrics['val_logloss']:.4f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
