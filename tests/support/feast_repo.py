@@ -149,10 +149,10 @@ def _definitions(views: list[str], parquet: dict[str, Path]) -> str:
             """\
             from datetime import timedelta
 
-            from feast import Entity, FeatureView, Field, FileSource
+            from feast import Entity, FeatureView, Field, FileSource, ValueType
             from feast.types import Float64, Int64
 
-            entity = Entity(name="entity", join_keys=["entity_id"])
+            entity = Entity(name="entity", join_keys=["entity_id"], value_type=ValueType.INT64)
             """
         )
     ]
