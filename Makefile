@@ -19,7 +19,7 @@ $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
 env: $(VENV)/.synced
 
 demo: env
-	$(VENV)/bin/python -m airflow_mlops_provider.demo
+	$(VENV)/bin/python scripts/demo.py
 
 lint: env
 	$(VENV)/bin/ruff check .

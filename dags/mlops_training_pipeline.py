@@ -172,7 +172,7 @@ def mlops_training_pipeline():
         training_set = ti.xcom_pull(task_ids="build_training_set")
         evaluation = evaluate_on_test_set(records, training_set["path"], metric=params["metric"])
         evaluation["leaderboard"] = [
-            {k: r.get(k) for k in ("rank", "trial_id", "params", "metrics", "gpus")} for r in sweep["leaderboard"]
+            {k: r.get(k) for k in ("rank", "trial_id", "params", "metrics", "gpus", "hostname")} for r in sweep["leaderboard"]
         ]
         return evaluation
 
@@ -221,7 +221,11 @@ def mlops_training_pipeline():
 
     @task(trigger_rule="none_failed_min_one_success")
     def summary(evaluation: dict, registered: dict, decision: dict) -> dict:
-        return {
+        import json
+
+        from mlops_example import example_home
+
+        result = {
             "trials": evaluation["trials"],
             "successful_trials": evaluation["successful"],
             "best_trial": evaluation["winner"]["trial_id"],
@@ -233,6 +237,8 @@ def mlops_training_pipeline():
             "decision": decision,
             "leaderboard": evaluation["leaderboard"],
         }
+        (example_home() / "summary.json").write_text(json.dumps(result, indent=2, default=str))
+        return result
 
     extracted = extract()
     extracted >> feast_apply >> feast_materialize >> training_set

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -81,6 +82,8 @@ def main() -> int:
         "model_path": str(model_path),
         "seconds": round(time.time() - started, 3),
         "gpus": os.environ.get("NVIDIA_VISIBLE_DEVICES", ""),
+        "hostname": socket.gethostname(),
+        "status": "success",
     }
     result_file.parent.mkdir(parents=True, exist_ok=True)
     result_file.write_text(json.dumps(result))

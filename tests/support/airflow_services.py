@@ -1,0 +1,113 @@
+"""Start a real Airflow (api-server, scheduler with LocalExecutor, dag-processor) on loopback.
+
+The SimpleAuthManager runs with ``simple_auth_manager_all_admins`` so REST calls need no token,
+as in ``airflow standalone``. Every process runs in its own process group and is killed with it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import VENV_BIN, airflow_env, free_port
+
+
+class RestApi:
+    """A tiny JSON client for Airflow's REST API v2."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(
+            f"{self.base}{path}", data=data, method=method, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read() or b"null")
+
+    def wait_for(self, what: str, probe: Callable[[], tuple[bool, Any]], timeout: float) -> Any:
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            try:
+                ok, last = probe()
+            except (urllib.error.URLError, ConnectionError, TimeoutError) as err:
+                ok, last = False, err
+            if ok:
+                return last
+            time.sleep(2)
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+@contextmanager
+def airflow_services(dags_folder: Path, logs: Path, **extra_env: str) -> Iterator[RestApi]:
+    """Run api-server + scheduler + dag-processor on the test DB; yield a REST client."""
+    port = free_port()
+    env = airflow_env(
+        AIRFLOW__CORE__DAGS_FOLDER=str(dags_folder),
+        AIRFLOW__CORE__EXECUTOR="LocalExecutor",
+        AIRFLOW__CORE__PARALLELISM="2",
+        AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="False",
+        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="True",
+        AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{port}/execution/",
+        AIRFLOW__API__BASE_URL=f"http://127.0.0.1:{port}",
+        AIRFLOW__API_AUTH__JWT_SECRET=secrets.token_hex(32),
+        AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC="2",
+        AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES="1",
+        **extra_env,
+    )
+    commands = {
+        "api-server": ["api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        "scheduler": ["scheduler"],
+        "dag-processor": ["dag-processor"],
+    }
+    procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+    try:
+        for name, args in commands.items():
+            with open(logs / f"{name}.log", "wb") as out:
+                procs.append(
+                    (
+                        name,
+                        subprocess.Popen(
+                            [str(VENV_BIN / "airflow"), *args],
+                            env=env,
+                            stdout=out,
+                            stderr=subprocess.STDOUT,
+                            start_new_session=True,
+                        ),
+                    )
+                )
+        api = RestApi(f"http://127.0.0.1:{port}/api/v2")
+
+        def up() -> tuple[bool, Any]:
+            for name, proc in procs:
+                if proc.poll() is not None:
+                    raise AssertionError(f"{name} exited: {(logs / f'{name}.log').read_text()[-3000:]}")
+            return api.call("GET", "/monitor/health")[0] == 200, None
+
+        api.wait_for("the api-server", up, timeout=240)
+        yield api
+    finally:
+        for _, proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for _, proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
