@@ -2,7 +2,7 @@
 
 A trial record is the trial plus its outcome::
 
-    {"trial_id": "...", "params": {...}, "resources": {...},   # as planned
+    {"trial_id": "...", "hparams": {...}, "resources": {...},   # as planned
      "status": "success", "metrics": {"loss": 0.12}}          # or
      "status": "failed", "error": "ValueError: ..."}
 """
@@ -38,7 +38,7 @@ def _accepts(fn: Callable[..., Any], name: str) -> bool:
 
 def run_trial(fn: Callable[..., Any], trial: Mapping[str, Any]) -> dict[str, Any]:
     """
-    Call ``fn(**trial["params"])`` and return the trial's record; an exception becomes a failed record.
+    Call ``fn(**trial["hparams"])`` and return the trial's record; an exception becomes a failed record.
 
     ``fn`` also receives ``trial_id`` and ``resources`` when its signature names them. It must
     return a dict of metrics (numbers).
@@ -46,7 +46,7 @@ def run_trial(fn: Callable[..., Any], trial: Mapping[str, Any]) -> dict[str, Any
     :param fn: The per-trial function.
     :param trial: The trial dict.
     """
-    params = dict(trial.get("params") or {})
+    params = dict(trial.get("hparams") or {})
     kwargs = dict(params)
     for name in _EXTRA_ARGS:
         if _accepts(fn, name):
@@ -55,7 +55,7 @@ def run_trial(fn: Callable[..., Any], trial: Mapping[str, Any]) -> dict[str, Any
                     f"trial parameter {name!r} clashes with the argument of the same name of {fn.__name__}"
                 )
             kwargs[name] = trial.get(name)
-    record: dict[str, Any] = {key: trial[key] for key in ("trial_id", "params", "resources") if key in trial}
+    record: dict[str, Any] = {key: trial[key] for key in ("trial_id", "hparams", "resources") if key in trial}
     try:
         metrics = fn(**kwargs)
     except Exception as err:
@@ -156,7 +156,7 @@ def select_best(
         ]
         for trial in planned:
             if trial["trial_id"] not in seen:
-                missing = {k: trial[k] for k in ("trial_id", "params", "resources") if k in trial}
+                missing = {k: trial[k] for k in ("trial_id", "hparams", "resources") if k in trial}
                 records.append({**missing, "status": "failed", "error": "no result: its task did not finish"})
     if not records:
         raise SweepError("the sweep has no trial results to select from")

@@ -21,7 +21,7 @@ The reserved name ``resources`` is not a parameter: its value (a dict accepted b
 :meth:`airflow_mlops_provider.compute.Resources.from_dict`, or a list of them to try) goes to
 the trial's ``resources`` key, so different trials can ask for different GPUs.
 
-A trial is ``{"trial_id": ..., "params": {...}}`` (plus ``"resources": {...}`` when set), which
+A trial is ``{"trial_id": ..., "hparams": {...}}`` (plus ``"resources": {...}`` when set), which
 feeds ``.expand_kwargs()`` as is. The id is a hash of the canonical JSON of the parameters
 and resources, so the same parameters always get the same id.
 """
@@ -288,13 +288,13 @@ def trial_id(params: Mapping[str, Any], resources: Mapping[str, Any] | None = No
 
 def make_trial(params: Mapping[str, Any], resources: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """
-    Return a trial dict ``{"trial_id", "params"[, "resources"]}`` ready for ``.expand_kwargs()``.
+    Return a trial dict ``{"trial_id", "hparams"[, "resources"]}`` ready for ``.expand_kwargs()``.
 
     :param params: The trial's parameters (JSON-able).
     :param resources: Compute for this trial, validated by ``Resources.from_dict``.
     """
     res = Resources.from_dict(resources).to_dict() if resources else None
-    trial: dict[str, Any] = {"trial_id": trial_id(params, res), "params": dict(params)}
+    trial: dict[str, Any] = {"trial_id": trial_id(params, res), "hparams": dict(params)}
     if res:
         trial["resources"] = res
     return trial

@@ -190,17 +190,17 @@ def trial_task(python_callable: Callable[..., Any] | None = None, **task_kwargs:
             batch: dict[str, Any] | None = None,
             trials: list[dict[str, Any]] | None = None,
             trial_id: str | None = None,
-            params: dict[str, Any] | None = None,
+            hparams: dict[str, Any] | None = None,
             resources: dict[str, Any] | None = None,
         ) -> list[dict[str, Any]]:
             if batch is not None:
                 trials = _pull(batch, batch["key"])
             if trials is None:
-                if params is None:
+                if hparams is None:
                     raise AirflowFailException(
-                        f"{fn.__name__} needs 'batch' (from plan_sweep), 'trials' or 'params' (one trial), got none"
+                        f"{fn.__name__} needs 'batch' (from plan_sweep), 'trials' or 'hparams' (one trial), got none"
                     )
-                trial = make_trial(params, resources)
+                trial = make_trial(hparams, resources)
                 if trial_id is not None:
                     trial["trial_id"] = trial_id
                 trials = [trial]

@@ -34,15 +34,15 @@ def test_grid_of_mixed_types_with_log_range_and_failing_trials(run_sweep):
     # the run planned exactly the local grid, with the same ids: ids are stable across processes
     assert report["planned"] == expected
     assert len(expected) == 3 * 2 * 2 * 2
-    assert sorted({t["params"]["lr"] for t in expected}) == [0.001, 0.01, 0.1]
+    assert sorted({t["hparams"]["lr"] for t in expected}) == [0.001, 0.01, 0.1]
     # the live [core] max_map_length (5 here) capped the number of mapped tasks
     assert report["n_batches"] == 5
     summary = report["summary"]
     assert (summary["n_trials"], summary["n_succeeded"], summary["n_failed"]) == (24, 12, 12)
-    ok = [t for t in expected if not t["params"]["fail"]]
-    best = min(ok, key=lambda t: (_loss(t["params"]), t["trial_id"]))
+    ok = [t for t in expected if not t["hparams"]["fail"]]
+    best = min(ok, key=lambda t: (_loss(t["hparams"]), t["trial_id"]))
     assert summary["best"]["trial_id"] == best["trial_id"]
-    assert summary["best"]["params"] == {"lr": 0.001, "depth": 1, "optimizer": "adam", "fail": False}
+    assert summary["best"]["hparams"] == {"lr": 0.001, "depth": 1, "optimizer": "adam", "fail": False}
     board = summary["leaderboard"]
     losses = [r["metrics"]["loss"] for r in board if r["status"] == "success"]
     assert losses == sorted(losses)
@@ -70,6 +70,18 @@ def test_random_sweep_is_reproducible_from_its_seed(run_sweep):
     assert run.report["planned"] == trials_from_random(space, 9, 11)
     assert run.report["planned"] != trials_from_random(space, 9, 12)
     assert run.report["summary"]["n_trials"] == 9
+
+
+def test_trials_feed_expand_kwargs_directly_with_per_trial_resources(run_sweep):
+    run = run_sweep("sweep_plain")
+    assert run.state == "success", run.tail()
+    summary = run.report["summary"]
+    assert summary["n_trials"] == 4
+    assert {r["trial_id"] for r in summary["leaderboard"]} == {t["trial_id"] for t in run.report["planned"]}
+    # each mapped task got its own trial's resources
+    by_gpus = {r["metrics"]["gpus"] for r in summary["leaderboard"]}
+    assert by_gpus == {0, 2}
+    assert summary["best"]["hparams"] == {"x": 1}
 
 
 @pytest.mark.parametrize(
@@ -101,5 +113,5 @@ def test_10000_trials_complete_with_default_max_map_length(run_sweep):
     assert (summary["n_trials"], summary["n_succeeded"]) == (10_000, 10_000)
     assert len({r["trial_id"] for r in summary["leaderboard"]}) == 10_000
     planned = run.report["planned"]
-    best = min(planned, key=lambda t: (_loss(t["params"]), t["trial_id"]))
+    best = min(planned, key=lambda t: (_loss(t["hparams"]), t["trial_id"]))
     assert summary["best"]["trial_id"] == best["trial_id"]

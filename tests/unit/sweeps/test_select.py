@@ -18,25 +18,25 @@ def _record(i, loss=None, error=None):
 def test_min_mode_picks_lowest_and_sorts_leaderboard():
     results = [[_record(0, 0.5), _record(1, 0.2)], [_record(2, 0.9)]]
     out = select_best(results, metric="loss", mode="min")
-    assert out["best"]["params"] == {"i": 1}
-    assert [r["params"]["i"] for r in out["leaderboard"]] == [1, 0, 2]
+    assert out["best"]["hparams"] == {"i": 1}
+    assert [r["hparams"]["i"] for r in out["leaderboard"]] == [1, 0, 2]
     assert [r["rank"] for r in out["leaderboard"]] == [1, 2, 3]
     assert (out["n_trials"], out["n_succeeded"], out["n_failed"]) == (3, 3, 0)
 
 
 def test_max_mode_picks_highest():
     out = select_best([_record(0, 0.5), _record(1, 0.2)], metric="acc", mode="max")
-    assert out["best"]["params"] == {"i": 1}
+    assert out["best"]["hparams"] == {"i": 1}
 
 
 def test_failed_trials_tolerated_when_ratio_met_and_listed_last():
     results = [_record(0, 0.4), _record(1, error="RuntimeError: boom"), _record(2, 0.3), _record(3, math.nan)]
     out = select_best(results, metric="loss", min_success_ratio=0.5)
-    assert out["best"]["params"] == {"i": 2}
+    assert out["best"]["hparams"] == {"i": 2}
     assert [r["status"] for r in out["leaderboard"]] == ["success", "success", "failed", "failed"]
     assert out["leaderboard"][-1]["rank"] is None
     assert out["n_failed"] == 2
-    nan_record = next(r for r in out["leaderboard"] if r["params"] == {"i": 3})
+    nan_record = next(r for r in out["leaderboard"] if r["hparams"] == {"i": 3})
     assert nan_record["error"] == "metric 'loss' is not a number: nan"
 
 

@@ -25,23 +25,23 @@ MIXED = {
 def test_grid_is_the_full_product_in_space_order():
     trials = trials_from_grid(MIXED)
     assert len(trials) == 4 * 4 * 2 * 2
-    assert trials[0]["params"] == {
+    assert trials[0]["hparams"] == {
         "lr": 0.0001,
         "depth": 2,
         "optimizer": "adam",
         "use_bn": True,
         "dropout": 0.1,
     }
-    assert sorted({t["params"]["lr"] for t in trials}) == [0.0001, 0.001, 0.01, 0.1]
-    assert sorted({t["params"]["depth"] for t in trials}) == [2, 4, 6, 8]
+    assert sorted({t["hparams"]["lr"] for t in trials}) == [0.0001, 0.001, 0.01, 0.1]
+    assert sorted({t["hparams"]["depth"] for t in trials}) == [2, 4, 6, 8]
     assert len({t["trial_id"] for t in trials}) == len(trials)
     # shaped for expand_kwargs: only these keys, all JSON-able
-    assert all(set(t) == {"trial_id", "params"} for t in trials)
+    assert all(set(t) == {"trial_id", "hparams"} for t in trials)
     json.dumps(trials)
 
 
 def test_grid_types_are_kept():
-    params = trials_from_grid(MIXED)[0]["params"]
+    params = trials_from_grid(MIXED)[0]["hparams"]
     assert isinstance(params["depth"], int)
     assert isinstance(params["lr"], float)
     assert isinstance(params["use_bn"], bool)
@@ -51,8 +51,8 @@ def test_float_grid_by_step_and_int_grid_by_num():
     trials = trials_from_grid(
         {"x": {"low": 0.0, "high": 0.3, "step": 0.1}, "n": {"low": 1, "high": 1000, "log": True, "num": 4}}
     )
-    assert sorted({t["params"]["x"] for t in trials}) == [0.0, 0.1, 0.2, 0.3]
-    assert sorted({t["params"]["n"] for t in trials}) == [1, 10, 100, 1000]
+    assert sorted({t["hparams"]["x"] for t in trials}) == [0.0, 0.1, 0.2, 0.3]
+    assert sorted({t["hparams"]["n"] for t in trials}) == [1, 10, 100, 1000]
 
 
 def test_random_same_seed_same_trials_other_seed_other_trials():
@@ -69,7 +69,7 @@ def test_random_same_seed_same_trials_other_seed_other_trials():
 
 def test_log_range_samples_cover_decades_and_stay_in_bounds():
     trials = trials_from_random({"lr": {"low": 1e-6, "high": 1.0, "log": True}}, 600, seed=0)
-    values = [t["params"]["lr"] for t in trials]
+    values = [t["hparams"]["lr"] for t in trials]
     assert all(1e-6 <= v <= 1.0 for v in values)
     decades = {math.floor(math.log10(v)) for v in values}
     assert decades >= {-6, -5, -4, -3, -2, -1}
@@ -79,7 +79,7 @@ def test_log_range_samples_cover_decades_and_stay_in_bounds():
 
 def test_int_log_range_is_integer_and_in_bounds():
     values = [
-        t["params"]["n"]
+        t["hparams"]["n"]
         for t in trials_from_random({"n": {"low": 1, "high": 1000, "log": True}}, 200, seed=1)
     ]
     assert all(isinstance(v, int) and 1 <= v <= 1000 for v in values)
@@ -88,7 +88,7 @@ def test_int_log_range_is_integer_and_in_bounds():
 
 def test_random_respects_float_step():
     values = [
-        t["params"]["x"]
+        t["hparams"]["x"]
         for t in trials_from_random({"x": {"low": 0.0, "high": 1.0, "step": 0.25}}, 5, seed=0)
     ]
     assert sorted(values) == [0.0, 0.25, 0.5, 0.75, 1.0]
@@ -106,7 +106,7 @@ def test_trial_id_is_stable_and_order_independent():
 def test_same_params_same_id_across_grid_and_random():
     grid = {t["trial_id"]: t for t in trials_from_grid({"a": [1, 2, 3], "b": ["x", "y"]})}
     for trial in trials_from_random({"a": [1, 2, 3], "b": ["x", "y"]}, 6, seed=9):
-        assert grid[trial["trial_id"]]["params"] == trial["params"]
+        assert grid[trial["trial_id"]]["hparams"] == trial["hparams"]
 
 
 def test_per_trial_resources_from_the_space():
@@ -118,7 +118,7 @@ def test_per_trial_resources_from_the_space():
         {"cpus": 2.0, "gpus": 2, "memory": 8 * 1024**3},
     ]
     assert trials[0]["trial_id"] != trials[1]["trial_id"]
-    assert all(t["params"] == {"lr": 0.1} for t in trials)
+    assert all(t["hparams"] == {"lr": 0.1} for t in trials)
 
 
 def test_json_text_space_is_accepted():

@@ -15,7 +15,7 @@ import pendulum
 from airflow.sdk import dag, get_current_context, task
 
 from airflow_mlops_provider.params import sweep_params
-from airflow_mlops_provider.sweeps import plan_sweep, select_best_trial, trial_task
+from airflow_mlops_provider.sweeps import plan_sweep, select_best_trial, trial_task, trials_from_grid
 
 DEFAULT_SPACE = {
     "lr": {"distribution": "float", "low": 0.001, "high": 0.1, "log": True, "num": 3},
@@ -85,3 +85,28 @@ sweep_10k = _sweep_dag(
     n_trials=10_000,
     seed=1,
 )
+
+
+@dag(
+    dag_id="sweep_plain",
+    schedule=None,
+    start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
+    catchup=False,
+    tags=["mlops", "test"],
+)
+def sweep_plain():
+    """Trials fed straight into expand_kwargs (one mapped task per trial), with per-trial resources."""
+    trials = trials_from_grid({"x": [1, 2], "resources": [{"gpus": 0}, {"gpus": 2}]})
+    summary = select_best_trial(objective.expand_kwargs(trials), trials, metric="loss", mode="min")
+
+    @task
+    def report_plain(summary: dict) -> None:
+        out_dir = os.environ.get("SWEEP_RESULT_DIR")
+        if out_dir:
+            data = {"summary": summary, "planned": trials}
+            (Path(out_dir) / "sweep_plain.json").write_text(json.dumps(data))
+
+    report_plain(summary)
+
+
+sweep_plain()
