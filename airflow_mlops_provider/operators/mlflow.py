@@ -184,7 +184,13 @@ class MlflowRegisterModelOperator(_MlflowRegistryOperator):
         run_id = self.run_id or None
         model_id = self.model_id or None
         if self.source:
-            return str(self.source), run_id, model_id
+            source = str(self.source)
+            if model_id is None and source.startswith("models:/m-"):
+                # MLflow 3 requires the logged model's id next to a models:/<model_id> source.
+                model_id = source.removeprefix("models:/").split("/", 1)[0]
+            if model_id and run_id is None:
+                run_id = client.get_logged_model(model_id).source_run_id
+            return source, run_id, model_id
         if model_id:
             if run_id is None:
                 run_id = client.get_logged_model(model_id).source_run_id

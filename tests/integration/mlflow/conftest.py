@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,12 @@ TOKEN = "mlflow-test-token-7f3a9c1e5b"
 
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    external = os.environ.get("MLOPS_TEST_MLFLOW_URL")  # a server you already run (local iteration)
+    if external:
+        port = int(external.rsplit(":", 1)[1])
+        workdir = tmp_path_factory.mktemp("mlflow-external")
+        yield MlflowServer(external, None, port, "", workdir, workdir)  # type: ignore[arg-type]
+        return
     server = start_mlflow_server(tmp_path_factory.mktemp("mlflow-server"), timeout=300)
     yield server
     server.stop()

@@ -98,7 +98,7 @@ def test_register_from_model_id_and_from_source(mlflow_conn, mlflow_server, skle
     assert (result["version"], result["run_id"]) == ("1", sklearn_model.run_id)
     by_source = MlflowRegisterModelOperator(task_id="by_src", model_name=name, source=sklearn_model.source)
     assert by_source.execute(make_context(task_id="by_src"))["version"] == "2"
-    assert _client(mlflow_server).get_model_version(name, "1").model_id == sklearn_model.model_id
+    assert _client(mlflow_server).get_model_version(name, "1").source == sklearn_model.source
 
 
 @pytest.mark.parametrize(
@@ -150,7 +150,7 @@ def test_set_alias_moves_alias_and_emits_event(mlflow_conn, mlflow_server, sklea
     client = _client(mlflow_server)
     client.create_registered_model(name)
     for _ in range(2):
-        client.create_model_version(name, sklearn_model.source, run_id=sklearn_model.run_id)
+        client.create_model_version(name, sklearn_model.source, model_id=sklearn_model.model_id, run_id=sklearn_model.run_id)
     ctx = make_context(task_id="alias")
     op = MlflowSetAliasOperator(task_id="alias", model_name=name, alias="prod", version="2")
     assert op.execute(ctx) == {"name": name, "alias": "prod", "version": "2", "previous_version": None}
@@ -205,10 +205,10 @@ def test_champion_challenger(
     champion_version = None
     if champ is not None:
         run = metric_run(mlflow_server.url, experiment=exp, metrics={"score": champ})
-        champion_version = client.create_model_version(name, sklearn_model.source, run_id=run).version
+        champion_version = client.create_model_version(name, sklearn_model.source, model_id=sklearn_model.model_id, run_id=run).version
         client.set_registered_model_alias(name, "champion", champion_version)
     run = metric_run(mlflow_server.url, experiment=exp, metrics={"score": chall})
-    challenger = client.create_model_version(name, sklearn_model.source, run_id=run).version
+    challenger = client.create_model_version(name, sklearn_model.source, model_id=sklearn_model.model_id, run_id=run).version
 
     ctx = make_context(task_id="promote")
     op = MlflowPromoteModelOperator(
@@ -255,10 +255,10 @@ def test_missing_metric_fails_clearly(mlflow_conn, mlflow_server, sklearn_model,
     champ_metrics = {"other": 1.0} if who == "champion" else {"score": 0.5}
     chall_metrics = {"other": 1.0} if who == "challenger" else {"score": 0.5}
     champ_run = metric_run(mlflow_server.url, experiment=exp, metrics=champ_metrics)
-    client.create_model_version(name, sklearn_model.source, run_id=champ_run)
+    client.create_model_version(name, sklearn_model.source, model_id=sklearn_model.model_id, run_id=champ_run)
     client.set_registered_model_alias(name, "champion", "1")
     chall_run = metric_run(mlflow_server.url, experiment=exp, metrics=chall_metrics)
-    client.create_model_version(name, sklearn_model.source, run_id=chall_run)
+    client.create_model_version(name, sklearn_model.source, model_id=sklearn_model.model_id, run_id=chall_run)
     op = MlflowPromoteModelOperator(
         task_id="promote", model_name=name, challenger_version="2", metric="score", mode="max"
     )
