@@ -18,6 +18,7 @@ Configuration errors (a bad space, an unknown mode, a missing metric) raise
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import get_current_context, task
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
 __all__ = ["STRATEGIES", "plan_sweep", "plan_trials", "select_best_trial", "trial_task"]
+
+log = logging.getLogger(__name__)
 
 #: XCom key prefix of the batches ``plan_sweep`` stores, and key of the full trial list.
 BATCH_KEY_PREFIX = "sweep_batch_"
@@ -122,8 +125,6 @@ def plan_sweep(
     :param gpus_per_trial: GPUs for every trial. (templated)
     :param resources: Resources for every trial. (templated)
     """
-    import logging
-
     params = _dag_params()
     space = _pick(search_space, params, "search_space")
     if space is None:
@@ -153,7 +154,7 @@ def plan_sweep(
         }
         refs.append({"batch": ref})
     ti.xcom_push(key=TRIALS_KEY, value=[t for b in batches for t in b["trials"]])
-    logging.getLogger(__name__).info(
+    log.info(
         "Planned %d trials in %d batches (max_map_length=%d)",
         sum(r["batch"]["size"] for r in refs),
         len(refs),
