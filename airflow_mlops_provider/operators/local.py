@@ -41,22 +41,6 @@ from airflow_mlops_provider.operators._common import (
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-#: Arguments of the Docker and Kubernetes runtimes that mean nothing for a local process.
-#: They are accepted and ignored, so one DAG works on every runtime.
-IGNORED_RUNTIME_ARGUMENTS = frozenset(
-    {
-        "gpu_ids", "gpu_fallback", "host_gpus", "share_gpus", "gpu_runtime_check", "gpu_lease_timeout",
-        "gpu_discovery_image", "reattach_on_restart", "keep_container", "stop_grace_period",
-        "return_result_file", "log_xcom", "mounts", "network_mode", "docker_url", "docker_conn_id",
-        "auto_remove", "mount_tmp_dir", "user", "working_dir", "privileged", "extra_hosts",
-        "namespace", "gpu_type_label", "gpu_tolerations", "kubernetes_conn_id", "in_cluster",
-        "image_pull_policy", "service_account_name", "node_selector", "labels", "annotations",
-        "volumes", "volume_mounts", "on_finish_action", "startup_timeout_seconds", "deferrable",
-        "docker_kwargs", "kubernetes_kwargs",
-    }
-)
-
-
 class LocalProcessOperator(BaseOperator):
     """
     Run ``command`` as a local process with the container runtimes' contract.
@@ -68,6 +52,8 @@ class LocalProcessOperator(BaseOperator):
     :param cwd: Working directory of the process. (templated)
     :param return_result_file: Return the JSON the process wrote to ``$MLOPS_RESULT_FILE``.
     :param tail_lines: How many output lines an error message carries.
+    :param docker_kwargs: Docker-only arguments (as ``container_operator`` takes them); ignored.
+    :param kubernetes_kwargs: Kubernetes-only arguments; ignored.
     """
 
     template_fields: Sequence[str] = ("command", "env", "compute_resources", "cwd")
@@ -84,11 +70,10 @@ class LocalProcessOperator(BaseOperator):
         cwd: str | None = None,
         return_result_file: bool = True,
         tail_lines: int = 50,
+        docker_kwargs: Mapping[str, Any] | None = None,
+        kubernetes_kwargs: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        ignored = sorted(k for k in kwargs if k in IGNORED_RUNTIME_ARGUMENTS)
-        for name in ignored:
-            kwargs.pop(name)
         super().__init__(**kwargs)
         if command is None or (isinstance(command, (str, list)) and not command):
             raise ValueError(f"command must be a non-empty string or list of strings, got {command!r}")
@@ -101,7 +86,9 @@ class LocalProcessOperator(BaseOperator):
         self.cwd = cwd
         self.return_result_file = return_result_file
         self.tail_lines = tail_lines
-        self.ignored_arguments = ignored
+        self.ignored_arguments = [
+            name for name, value in (("docker_kwargs", docker_kwargs), ("kubernetes_kwargs", kubernetes_kwargs)) if value
+        ]
         self._process: subprocess.Popen[str] | None = None
 
     def _argv(self) -> list[str]:

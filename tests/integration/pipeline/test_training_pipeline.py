@@ -41,7 +41,7 @@ def trainer_image(base_image):
 @pytest.fixture(scope="module")
 def pipeline_env(airflow_db, trainer_image, tmp_path_factory):
     work = tmp_path_factory.mktemp("pipeline")
-    server = start_mlflow_server(work / "mlflow")
+    server = start_mlflow_server(work / "mlflow", timeout=300)
     home = work / "example"
     env = {
         "MLOPS_EXAMPLE_HOME": str(home),
@@ -85,7 +85,8 @@ def _run(env, logical_date, conf=None):
         check=False,
     )
     out = proc.stdout + proc.stderr
-    assert "state=success" in out and proc.returncode == 0, out[-6000:]
+    assert proc.returncode == 0, out[-6000:]
+    assert "state=success" in out, out[-6000:]
     return out
 
 
@@ -97,11 +98,12 @@ def test_pipeline_trains_in_containers_registers_and_promotes(pipeline_env):
     assert summary["trials"] >= 6
     assert summary["successful_trials"] == summary["trials"]
     families = {row["params"]["family"] for row in summary["leaderboard"]}
-    assert families == {"A", "B"}
+    assert families == {"A", "B"}, summary["leaderboard"]
     assert [row["rank"] for row in summary["leaderboard"]] == list(range(1, summary["trials"] + 1))
     # Each trial ran in its own container: the trainer reports the container's hostname.
     hostnames = {row.get("hostname") for row in summary["leaderboard"]}
-    assert socket.gethostname() not in hostnames and len(hostnames) == summary["trials"], hostnames
+    assert socket.gethostname() not in hostnames, hostnames
+    assert len(hostnames) == summary["trials"], hostnames
     assert "GpuDockerOperator" in out or "mlops-trainer" in out
 
     client = _client(server)
