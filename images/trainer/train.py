@@ -3,7 +3,8 @@
 Runs inside the trainer container (GpuDockerOperator / GpuKubernetesPodOperator) or as a local
 process (the demo's local runtime); the code is the same. Inputs come from the environment:
 
-- ``MLOPS_TRIAL``: the trial as JSON, ``{"trial_id": ..., "params": {"family": "A"|"B", ...}}``;
+- ``MLOPS_TRIAL``: the trial as JSON, ``{"trial_id": ..., "hparams": {"family": "A"|"B", ...}}``
+  (what ``airflow_mlops_provider.sweeps`` plans);
 - ``MLOPS_DATA``: the training set written by the pipeline (``.npz`` with X_train, y_train,
   X_val, y_val, feature_names);
 - ``MLOPS_MODELS_DIR``: where to save the fitted model (``<trial_id>.joblib``);
@@ -51,7 +52,7 @@ def main() -> int:
     from sklearn.metrics import log_loss, roc_auc_score
 
     trial = json.loads(os.environ["MLOPS_TRIAL"])
-    params = dict(trial.get("params", {}))
+    params = dict(trial.get("hparams") or trial.get("params") or {})
     family = str(params.pop("family", "A"))
     data_path = os.environ["MLOPS_DATA"]
     models_dir = Path(os.environ["MLOPS_MODELS_DIR"])
