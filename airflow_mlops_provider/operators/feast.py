@@ -34,14 +34,24 @@ _PROGRESS_EVERY_S = 5.0
 # --- argument helpers (no Feast import) ------------------------------------------------------
 
 
-def per_feature_view(feature_views: Sequence[str]) -> list[list[str]]:
+def per_feature_view(feature_views: Sequence[str], *, groups: int | None = None) -> list[list[str]]:
     """
-    Return ``feature_views`` as one single-view list per mapped task.
+    Return ``feature_views`` as one list per mapped task: one view each, or ``groups`` lists.
 
     ``FeastMaterializeOperator.partial(...).expand(feature_views=per_feature_view([...]))``
+
+    With ``groups=n`` the views are dealt round-robin into ``n`` lists, so ``n`` tasks (say, one
+    per worker slot) share them and each pays the Feast start-up cost once.
     """
     _check_view_names(feature_views, "feature_views")
-    return [[name] for name in feature_views]
+    if groups is None:
+        return [[name] for name in feature_views]
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups <= 0:
+        raise ValueError(f"groups must be a positive integer or None, got {groups!r}")
+    dealt: list[list[str]] = [[] for _ in range(min(groups, len(feature_views)))]
+    for index, name in enumerate(feature_views):
+        dealt[index % len(dealt)].append(name)
+    return dealt
 
 
 def backfill_chunks(

@@ -113,6 +113,10 @@ def test_execute_uses_the_data_interval_start():
 
 def test_per_feature_view():
     assert per_feature_view(["a", "b"]) == [["a"], ["b"]]
+    assert per_feature_view(["a", "b", "c", "d", "e"], groups=2) == [["a", "c", "e"], ["b", "d"]]
+    assert per_feature_view(["a"], groups=3) == [["a"]]
+    with pytest.raises(ValueError, match=r"^groups must be a positive integer or None, got 0$"):
+        per_feature_view(["a"], groups=0)
     with pytest.raises(ValueError, match=r"^feature_views must be a non-empty list of feature view names, got 'ab'$"):
         per_feature_view("ab")
 
