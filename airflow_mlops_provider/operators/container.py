@@ -113,6 +113,8 @@ def split_runtime_kwargs(
 
 
 def _build_class(runtime: str) -> type[BaseOperator]:
+    from airflow_mlops_provider.compute import Resources
+
     base: type[BaseOperator]
     if runtime == "docker":
         from airflow_mlops_provider.operators.docker import GpuDockerOperator
@@ -137,6 +139,13 @@ def _build_class(runtime: str) -> type[BaseOperator]:
         if ignored:
             self.log.debug("Runtime is %s; ignoring %s", runtime, ", ".join(ignored))
 
+    def partial(cls: Any, **kwargs: Any) -> Any:
+        # A Resources object in partial() would be read back as Airflow's executor Resources.
+        value = kwargs.get("resources")
+        if isinstance(value, Resources):
+            kwargs = {**kwargs, "resources": value.to_dict()}
+        return super(new_cls, cls).partial(**kwargs)
+
     class_name = _CLASS_NAMES[runtime]
     doc = (
         f"``{base.__name__}`` as returned by ``container_operator({runtime!r})``.\n\n"
@@ -150,5 +159,7 @@ def _build_class(runtime: str) -> type[BaseOperator]:
         "__qualname__": class_name,
         "__doc__": doc,
         "runtime": runtime,
+        "partial": classmethod(partial),
     }
-    return type(class_name, (base,), namespace)
+    new_cls = type(class_name, (base,), namespace)
+    return new_cls

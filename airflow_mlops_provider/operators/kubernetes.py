@@ -56,6 +56,14 @@ MANAGED_BY_LABEL = {"app.kubernetes.io/managed-by": "airflow-mlops-provider"}
 _SHM_VOLUME_NAME = "mlops-dshm"
 
 
+def plain_resources_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Return ``kwargs`` with a ``Resources`` under ``resources`` replaced by its dict."""
+    value = kwargs.get("resources")
+    if isinstance(value, Resources):
+        return {**kwargs, "resources": value.to_dict()}
+    return kwargs
+
+
 def command_as_args(command: str | Sequence[Any] | None) -> list[str]:
     """
     Return ``command`` as a container's ``args`` list, the way Docker reads it.
@@ -178,6 +186,16 @@ class GpuKubernetesPodOperator(KubernetesPodOperator):
         self.compute_resources = resources_for_init(resources)
         self.gpu_type_label = gpu_type_label
         self.gpu_tolerations = gpu_tolerations
+
+    @classmethod
+    def partial(cls, **kwargs: Any) -> Any:
+        """
+        Start a mapped task; a ``Resources`` given here travels as its dict.
+
+        ``resources`` is also the name of BaseOperator's own argument, and Airflow deserialises a
+        non-dict ``resources`` in ``partial()`` as its executor ``Resources``, which fails.
+        """
+        return super().partial(**plain_resources_kwargs(kwargs))
 
     # -- the pod ----------------------------------------------------------------------------
 

@@ -122,25 +122,31 @@ def test_runtime_kwargs_bad_input(runtime, kwargs, error, message):
         container_operator(runtime)(task_id="t", image="python:3.11", **kwargs)
 
 
+@pytest.mark.parametrize("as_object", [False, True], ids=["resources-dict", "resources-object"])
 @pytest.mark.parametrize("runtime", ["docker", "kubernetes"])
-def test_partial_expand_kwargs_serialises_on_both_runtimes(runtime):
+def test_partial_expand_kwargs_serialises_on_both_runtimes(runtime, as_object):
     from airflow.sdk import DAG
     from airflow.serialization.serialized_objects import DagSerialization
 
+    from airflow_mlops_provider.compute import Resources
+
+    # Airflow reads a non-dict `resources` in partial() as its own executor Resources; a
+    # Resources object must therefore travel as its dict, or the scheduler cannot load the DAG.
+    resources = Resources(cpus=1) if as_object else {"cpus": 1}
     op_cls = container_operator(runtime)
     with DAG(f"expand_{runtime}", schedule=None, start_date=pendulum.datetime(2024, 1, 1)) as dag:
         op_cls.partial(
             task_id="trial",
             image="python:3.11",
             command=["python3", "-V"],
-            resources={"cpus": 1},
+            resources=resources,
             docker_kwargs={"gpu_fallback": "cpu"},
             kubernetes_kwargs={"namespace": "ml"},
         ).expand_kwargs([{"env": {"T": "0"}}, {"env": {"T": "1"}, "resources": {"gpus": 1}}])
     restored = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag))
     task = restored.task_dict["trial"]
     assert task.task_type == op_cls.__name__
-    assert task.partial_kwargs["resources"] == {"cpus": 1}  # our dict, not Airflow's own Resources
+    assert task.partial_kwargs["resources"] == {"cpus": 1.0}  # our dict, not Airflow's own Resources
 
 
 def test_runtime_docker_leaves_kubernetes_out_of_sys_modules():

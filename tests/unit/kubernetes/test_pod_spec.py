@@ -14,6 +14,7 @@ from unittest import mock
 import pendulum
 import pytest
 
+from airflow_mlops_provider.compute import Resources
 from airflow_mlops_provider.operators.kubernetes import GpuKubernetesPodOperator
 from tests.unit.kubernetes.conftest import PodRecorder, kube_conn, record_pods_execute
 
@@ -117,6 +118,11 @@ def _build_dag():
             **common,
         )
         GpuKubernetesPodOperator.partial(task_id="mapped_trial", **common).expand_kwargs(TRIALS)
+        GpuKubernetesPodOperator.partial(
+            task_id="mapped_shared_resources",
+            resources=Resources(gpus=1, memory="2Gi", gpu_vendor="amd"),
+            **common,
+        ).expand(command=[["python3", "a.py"], ["python3", "b.py"]])
     return dag
 
 
@@ -304,3 +310,12 @@ def test_deferrable_trigger_serialises(recorder):
     assert rebuilt.serialize() == (classpath, kwargs)
     # Not deferrable by default here: the others were not deferred.
     assert set(recorder.triggers) == {("deferrable_trial", -1)}
+
+
+def test_resources_object_in_partial_survives_serialisation_and_maps(recorder):
+    # dag.test() serialises the DAG; a Resources object in partial() must come back as ours.
+    pods = [recorder.pod("mapped_shared_resources", i) for i in (0, 1)]
+    assert [_container(p).args for p in pods] == [["python3", "a.py"], ["python3", "b.py"]]
+    for pod in pods:
+        assert _container(pod).resources.limits == {"memory": "2Gi", "amd.com/gpu": "1"}
+        assert [t.key for t in pod.spec.tolerations] == ["amd.com/gpu"]
