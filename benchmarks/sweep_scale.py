@@ -89,7 +89,7 @@ def _run(home: Path, dags: Path, *args: str, timeout: float) -> subprocess.Compl
         AIRFLOW__CORE__DAGS_FOLDER=str(dags),
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
         AIRFLOW__CORE__MAX_MAP_LENGTH=str(MAX_MAP_LENGTH),
-        AIRFLOW__LOGGING__LOGGING_LEVEL="WARNING",
+        AIRFLOW__LOGGING__LOGGING_LEVEL="INFO",  # the run state is read from the INFO log
         PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
     )
     return subprocess.run(
