@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 import subprocess
 import time
 
@@ -27,8 +28,14 @@ from tests.integration.docker.conftest import (
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 
+#: ``airflow tasks test`` finds the run it created by its logical date on the second call
+#: (a run-id string would give a fresh temporary run each time).
+LOGICAL_DATE = "2025-03-01T00:00:00+00:00"
 CODE = (
-    "import json, os, time; print('training', flush=True); time.sleep(float(os.environ['SLEEP'])); "
+    "import json, os, time; print('training', flush=True); "
+    # Runs until the test says go (or SLEEP seconds), so the rerun surely finds it running.
+    "deadline = time.time() + float(os.environ['SLEEP']); "
+    "exec('while not os.path.exists(\\'/tmp/go\\') and time.time() < deadline: time.sleep(0.2)'); "
     "json.dump({'trained': True, 'devices': os.environ.get('NVIDIA_VISIBLE_DEVICES')}, "
     "open('/airflow/xcom/return.json', 'w')); print('done', flush=True)"
 )
@@ -76,16 +83,29 @@ def test_rerun_after_sigkill_reattaches_to_the_running_container(base_image, cli
     folder = tmp_path / "dags"
     folder.mkdir()
     # Long enough to outlive the rerun's start-up, short enough to keep the test quick.
-    (folder / "d.py").write_text(DAG.format(dag_id=dag_id, image=base_image, code=CODE, sleep=25))
+    (folder / "d.py").write_text(DAG.format(dag_id=dag_id, image=base_image, code=CODE, sleep=240))
     since = int(time.time()) - 1
     try:
-        _kill_first_try(cli, dag_id, folder, "reattach-run")
+        _kill_first_try(cli, dag_id, folder, LOGICAL_DATE)
         (survivor,) = task_containers(cli, dag_id)
         assert survivor["State"] == "running"  # the killed worker could not clean up
-        proc = run_airflow(
-            "tasks", "test", dag_id, "t", "reattach-run", env=airflow_env(AIRFLOW__CORE__DAGS_FOLDER=str(folder))
+        rerun = subprocess.Popen(
+            [str(VENV_BIN / "airflow"), "tasks", "test", dag_id, "t", LOGICAL_DATE],
+            env=airflow_env(AIRFLOW__CORE__DAGS_FOLDER=str(folder)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
-        output = proc.stdout + proc.stderr
+        lines = []
+        for line in rerun.stdout:
+            lines.append(line)
+            if "Reattaching to container" in line:
+                # Only now let the training finish.
+                exec_id = cli.exec_create(survivor["Id"], ["touch", "/tmp/go"])
+                cli.exec_start(exec_id)
+        rerun.wait(timeout=300)
+        output = "".join(lines)
+        assert rerun.returncode == 0, output[-5000:]
         assert "Reattaching to container" in output
         assert "state running" in output
         assert "done" in output  # the rest of its output streamed into the rerun's log
@@ -93,7 +113,12 @@ def test_rerun_after_sigkill_reattaches_to_the_running_container(base_image, cli
         assert len(starts) == 1, starts  # no second training run started
         assert starts[0]["id"] == survivor["Id"]
         assert task_containers(cli, dag_id) == []  # collected, then removed
-        assert "'trained': True" in output or '"trained": true' in output
+        db = sqlite3.connect(str(airflow_db / "airflow.db"))
+        (value,) = db.execute(
+            "SELECT value FROM xcom WHERE dag_id = ? AND task_id = 't' AND key = 'return_value'", (dag_id,)
+        ).fetchone()
+        db.close()
+        assert json.loads(value)["trained"] is True  # the result was collected as the XCom
     finally:
         remove_all(cli, dag_id)
 
@@ -105,7 +130,7 @@ def test_rerun_collects_the_result_of_a_container_that_already_finished(base_ima
     (folder / "d.py").write_text(DAG.format(dag_id=dag_id, image=base_image, code=CODE, sleep=1))
     since = int(time.time()) - 1
     try:
-        _kill_first_try(cli, dag_id, folder, "done-run")
+        _kill_first_try(cli, dag_id, folder, LOGICAL_DATE)
         cli.wait(task_containers(cli, dag_id)[0]["Id"], timeout=60)
         (finished,) = task_containers(cli, dag_id)
         assert finished["State"] == "exited"
