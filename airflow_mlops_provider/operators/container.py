@@ -161,5 +161,5 @@ def _build_class(runtime: str) -> type[BaseOperator]:
         "runtime": runtime,
         "partial": classmethod(partial),
     }
-    new_cls = type(class_name, (base,), namespace)
+    new_cls: type[BaseOperator] = type(class_name, (base,), namespace)
     return new_cls
