@@ -168,6 +168,55 @@ class MlflowHook(BaseHook):
         except Exception:
             return f"<connection {self.mlflow_conn_id!r}>"
 
+    def create_model_version_once(
+        self,
+        *,
+        name: str,
+        source: str,
+        run_id: str | None = None,
+        tags: dict[str, str] | None = None,
+        description: str | None = None,
+        model_id: str | None = None,
+    ) -> Any:
+        """
+        Create a model version with exactly one HTTP attempt (MLflow's client retries a POST
+        whose response was lost, which creates a second version); the caller decides what a
+        lost response means. Non-HTTP registries go through the client.
+
+        :raises mlflow.exceptions.RestException: The server answered with an error.
+        :raises mlflow.exceptions.MlflowException: No answer (connection refused, reset...).
+        """
+        uri = self.registry_uri
+        if uri.split("://", 1)[0] not in _HTTP_SCHEMES:
+            return self.client.create_model_version(
+                name=name,
+                source=source,
+                run_id=run_id,
+                tags=tags,
+                description=description,
+                await_creation_for=0,
+                model_id=model_id,
+            )
+        from mlflow.entities.model_registry import ModelVersion
+        from mlflow.protos.model_registry_pb2 import CreateModelVersion
+        from mlflow.utils.proto_json_utils import parse_dict
+        from mlflow.utils.rest_utils import http_request, verify_rest_response
+
+        endpoint = "/api/2.0/mlflow/model-versions/create"
+        body: dict[str, Any] = {
+            "name": name,
+            "source": source,
+            "tags": [{"key": k, "value": v} for k, v in (tags or {}).items()],
+        }
+        for key, value in (("run_id", run_id), ("description", description), ("model_id", model_id)):
+            if value:
+                body[key] = value
+        response = http_request(self._host_creds(uri), endpoint, "POST", max_retries=0, json=body)
+        response = verify_rest_response(response, endpoint)
+        proto = CreateModelVersion.Response()
+        parse_dict(response.json(), proto)
+        return ModelVersion.from_proto(proto.model_version)
+
     def run_url(self, experiment_id: str | None, run_id: str | None) -> str:
         """The UI URL of a run, or "" when there is no UI URL or no run."""
         if not self.ui_url or not run_id or not experiment_id:

@@ -210,9 +210,11 @@ class MlflowRegisterModelOperator(_MlflowRegistryOperator):
             raise AirflowFailException(f"run_id={self.run_id!r} needs artifact_path")
         client = self.hook.get_conn()
         identity = ti_identity_tags(context)
-        self._ensure_registered_model(client, name)
+        ti_key = identity[TI_KEY_TAG]
 
-        existing = self._versions_of_ti(client, name, identity[TI_KEY_TAG])
+        # A first try cannot have registered anything yet; a retry or a cleared task looks first.
+        try_number = getattr(context["ti"], "try_number", None)
+        existing = self._versions_of_ti(client, name, ti_key) if try_number != 1 else []
         created = not existing
         if existing:
             version = existing[0]
@@ -221,23 +223,10 @@ class MlflowRegisterModelOperator(_MlflowRegistryOperator):
             source, run_id, model_id = self._resolve_source(client)
             tags = {**{str(k): str(v) for k, v in (self.tags or {}).items()}, **identity}
             self.log.info("Registering %s from %s", name, source)
-            try:
-                version = client.create_model_version(
-                    name=name,
-                    source=source,
-                    run_id=run_id,
-                    tags=tags,
-                    description=self.description,
-                    await_creation_for=0,
-                    model_id=model_id,
-                )
-            except Exception as err:
-                raise ModelRegistryError(
-                    f"Could not create a version of {name!r} from {source!r}: {err}", model_name=name
-                ) from err
-            # The REST client retries a POST whose response was lost; keep one version per TI.
-            version = self._keep_one(client, name, identity[TI_KEY_TAG]) or version
-        if self.await_ready:
+            version = self._create_once_per_ti(
+                client, name, ti_key, source=source, run_id=run_id, model_id=model_id, tags=tags
+            )
+        if self.await_ready and version.status != "READY":
             version = self._wait_ready(client, name, str(version.version))
         if self.alias:
             client.set_registered_model_alias(name, str(self.alias), str(version.version))
@@ -249,33 +238,69 @@ class MlflowRegisterModelOperator(_MlflowRegistryOperator):
             "run_id": version.run_id,
             "source": version.source,
         }
-        self._publish(context, name, version, extra={"event": "registered", "created": created})
-        return result
-
-    def _publish(self, context: Context, name: str, version: Any, *, extra: dict) -> None:
-        experiment_id = None
-        if version.run_id and self.hook.ui_url:
-            experiment_id = self.hook.get_conn().get_run(version.run_id).info.experiment_id
         push_mlflow_urls(
             context,
-            run=self.hook.run_url(experiment_id, version.run_id),
+            run_id=version.run_id or "",
             model_version=self.hook.model_version_url(name, version.version),
         )
         if self.emit_asset_event:
-            event = {"model_name": name, "version": str(version.version), "run_id": version.run_id}
+            event = {"event": "registered", "created": created, **result}
+            event["model_name"] = event.pop("name")
             if self.alias:
                 event["alias"] = str(self.alias)
-            _emit_model_event(context, name, self.outlets, {**extra, **event})
+            _emit_model_event(context, name, self.outlets, event)
+        return result
 
-    def _ensure_registered_model(self, client: Any, name: str) -> None:
+    def _create_once_per_ti(
+        self, client: Any, name: str, ti_key: str, *, attempts: int = 4, **create: Any
+    ) -> Any:
+        """
+        Create the version with single-attempt requests. When a request gets no answer, the
+        server may still have committed it: look the task instance's version up before trying
+        again, so a lost response never leaves two versions.
+        """
+        from mlflow.exceptions import MlflowException, RestException
+
+        created_model = False
+        delay = 0.5
+        for attempt in range(1, attempts + 1):
+            try:
+                return self.hook.create_model_version_once(name=name, description=self.description, **create)
+            except RestException as err:
+                if err.error_code == "RESOURCE_DOES_NOT_EXIST" and not created_model:
+                    self._create_registered_model(client, name)
+                    created_model = True
+                    continue
+                raise ModelRegistryError(
+                    f"Could not create a version of {name!r} from {create['source']!r}: {err}",
+                    model_name=name,
+                ) from err
+            except MlflowException as err:
+                self.log.warning("No answer to create a version of %s (attempt %d): %s", name, attempt, err)
+                try:
+                    found = self._versions_of_ti(client, name, ti_key)
+                except MlflowException as lookup_err:
+                    # Creating again could duplicate a committed version: let the task retry look.
+                    raise ModelRegistryError(
+                        f"Could not create a version of {name!r} from {create['source']!r}: no answer "
+                        f"({err}), and looking for a committed version failed too: {lookup_err}",
+                        model_name=name,
+                    ) from err
+                if found:
+                    self.log.info("The server had committed it: version %s", found[0].version)
+                    return found[0]
+                if attempt == attempts:
+                    raise ModelRegistryError(
+                        f"Could not create a version of {name!r} from {create['source']!r}: {err}",
+                        model_name=name,
+                    ) from err
+                time.sleep(delay)
+                delay *= 2
+        raise ModelRegistryError(f"Could not create a version of {name!r}", model_name=name)
+
+    def _create_registered_model(self, client: Any, name: str) -> None:
         from mlflow.exceptions import MlflowException
 
-        try:
-            client.get_registered_model(name)
-            return
-        except MlflowException as err:
-            if err.error_code != "RESOURCE_DOES_NOT_EXIST":
-                raise
         try:
             client.create_registered_model(name)
             self.log.info("Created registered model %s", name)
@@ -288,17 +313,6 @@ class MlflowRegisterModelOperator(_MlflowRegistryOperator):
         escaped = name.replace("'", "\\'")
         found = client.search_model_versions(f"name = '{escaped}' AND tags.`{TI_KEY_TAG}` = '{ti_key}'")
         return sorted(found, key=lambda v: int(v.version))
-
-    def _keep_one(self, client: Any, name: str, ti_key: str) -> Any:
-        versions = self._versions_of_ti(client, name, ti_key)
-        for duplicate in versions[1:]:
-            self.log.warning(
-                "Deleting duplicate version %s of %s (a retried request created it twice)",
-                duplicate.version,
-                name,
-            )
-            client.delete_model_version(name, duplicate.version)
-        return versions[0] if versions else None
 
     def _wait_ready(self, client: Any, name: str, version: str) -> Any:
         deadline = time.monotonic() + float(self.await_timeout)

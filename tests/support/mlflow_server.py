@@ -23,10 +23,13 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 
 def _free_port() -> int:
@@ -74,7 +77,7 @@ class MlflowServer:
 
 def _healthy(url: str) -> bool:
     try:
-        with urllib.request.urlopen(f"{url}/health", timeout=1) as resp:  # noqa: S310 (loopback)
+        with urllib.request.urlopen(f"{url}/health", timeout=1) as resp:
             return resp.status == 200
     except OSError:
         return False
@@ -112,7 +115,7 @@ def start_mlflow_server(workdir: Path | str | None = None, *, timeout: float = 9
     env = dict(os.environ)
     for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_TRACKING_TOKEN"):
         env.pop(var, None)
-    log = open(workdir / "mlflow-server.log", "wb")  # noqa: SIM115 (owned by the child)
+    log = open(workdir / "mlflow-server.log", "wb")
     process = subprocess.Popen(
         args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=workdir, start_new_session=True
     )

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from tests.integration.mlflow.proxy import DroppingProxy
 from tests.support.mlflow_server import MlflowServer, start_mlflow_server
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 TOKEN = "mlflow-test-token-7f3a9c1e5b"
 
@@ -49,7 +51,9 @@ def log_sklearn_model(tracking_uri: str, *, experiment: str, metrics: dict[str, 
     with mlflow.start_run() as run:
         mlflow.log_metrics(metrics)
         info = mlflow.sklearn.log_model(model, name="model", pip_requirements=["scikit-learn"])
-    return LoggedModel(run_id=run.info.run_id, model_id=info.model_id, artifact_path="model", source=info.model_uri)
+    return LoggedModel(
+        run_id=run.info.run_id, model_id=info.model_id, artifact_path="model", source=info.model_uri
+    )
 
 
 def metric_run(tracking_uri: str, *, experiment: str, metrics: dict[str, float]) -> str:
@@ -96,8 +100,11 @@ def mlflow_conn(monkeypatch: pytest.MonkeyPatch, mlflow_server: MlflowServer) ->
 class FakeTI:
     """The part of a RuntimeTaskInstance the registry operators use."""
 
-    def __init__(self, dag_id: str, task_id: str, run_id: str, map_index: int = -1) -> None:
+    def __init__(
+        self, dag_id: str, task_id: str, run_id: str, map_index: int = -1, try_number: int = 1
+    ) -> None:
         self.dag_id, self.task_id, self.run_id, self.map_index = dag_id, task_id, run_id, map_index
+        self.try_number = try_number
         self.xcom: dict[str, Any] = {}
 
     def xcom_push(self, key: str, value: Any) -> None:
@@ -105,10 +112,10 @@ class FakeTI:
 
 
 def make_context(
-    task_id: str = "register", run_id: str = "manual__1", dag_id: str = "it_mlflow"
+    task_id: str = "register", run_id: str = "manual__1", dag_id: str = "it_mlflow", try_number: int = 1
 ) -> dict[str, Any]:
     """A task context for calling ``execute`` in-process (real outlet-event accessors)."""
     from airflow.sdk.execution_time.context import OutletEventAccessors
 
-    ti = FakeTI(dag_id, task_id, run_id)
+    ti = FakeTI(dag_id, task_id, run_id, try_number=try_number)
     return {"ti": ti, "outlet_events": OutletEventAccessors()}

@@ -10,6 +10,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from airflow_mlops_provider.assets.mlflow import MLFLOW_MODEL_EVENTS_ALIAS, mlflow_model_asset
 from airflow_mlops_provider.exceptions import ModelRegistryError
 from airflow_mlops_provider.hooks.mlflow import MlflowHook
+from airflow_mlops_provider.links.mlflow import run_url_for
 from airflow_mlops_provider.operators.mlflow import (
     PROMOTION_TAG_PREFIX,
     MlflowPromoteModelOperator,
@@ -61,7 +62,7 @@ def test_register_from_run_is_idempotent_per_task_instance(mlflow_conn, mlflow_s
         "source": sklearn_model.source,
     }
     # A second run of the same task instance (a retry, a cleared task) reuses the version.
-    again = MlflowRegisterModelOperator(**kwargs).execute(make_context())
+    again = MlflowRegisterModelOperator(**kwargs).execute(make_context(try_number=2))
     assert again == first
     versions = _versions(mlflow_server, name)
     assert [v.version for v in versions] == ["1"]
@@ -86,9 +87,13 @@ def test_register_from_run_is_idempotent_per_task_instance(mlflow_conn, mlflow_s
     assert event.extra["version"] == "1"
     assert event.extra["created"] is True
     urls = ctx["ti"].xcom["mlflow_urls"]
-    assert urls["model_version"] == f"{mlflow_server.url}/#/models/{name}/versions/1"
-    assert urls["run"].startswith(f"{mlflow_server.url}/#/experiments/")
-    assert urls["run"].endswith(f"/runs/{sklearn_model.run_id}")
+    assert urls == {
+        "run_id": sklearn_model.run_id,
+        "model_version": f"{mlflow_server.url}/#/models/{name}/versions/1",
+    }
+    run_url = run_url_for("mlflow_default", sklearn_model.run_id)
+    experiment_id = _client(mlflow_server).get_run(sklearn_model.run_id).info.experiment_id
+    assert run_url == f"{mlflow_server.url}/#/experiments/{experiment_id}/runs/{sklearn_model.run_id}"
 
 
 def test_register_from_model_id_and_from_source(mlflow_conn, mlflow_server, sklearn_model):
@@ -102,32 +107,37 @@ def test_register_from_model_id_and_from_source(mlflow_conn, mlflow_server, skle
 
 
 @pytest.mark.parametrize(
-    "mlflow_retries",
+    "lookup_answers",
     [True, False],
-    ids=["mlflow-client-retries-the-post", "airflow-retries-the-task"],
+    ids=["recovered-in-the-same-try", "recovered-by-the-task-retry"],
 )
 def test_response_lost_after_commit_leaves_exactly_one_version(
-    monkeypatch, mlflow_server, sklearn_model, proxy, mlflow_retries
+    monkeypatch, mlflow_server, sklearn_model, proxy, lookup_answers
 ):
+    """The proxy forwards the create, the server commits, the client gets a reset connection."""
     monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", mlflow_conn_json(proxy.url))
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3" if mlflow_retries else "0")
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "0")
     proxy.drop["/model-versions/create"] = 1
+    if not lookup_answers:
+        proxy.drop["/model-versions/search"] = 1
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # the lookup GET gets no retry
     name = _name("fault")
+    client = _client(mlflow_server)
+    client.create_registered_model(name)
     kwargs = dict(task_id="register", model_name=name, source=sklearn_model.source)
 
-    if mlflow_retries:
+    if lookup_answers:
         result = MlflowRegisterModelOperator(**kwargs).execute(make_context())
     else:
-        with pytest.raises(ModelRegistryError, match=f"Could not create a version of '{name}'"):
+        with pytest.raises(ModelRegistryError, match="looking for a committed version failed too"):
             MlflowRegisterModelOperator(**kwargs).execute(make_context())
-        result = MlflowRegisterModelOperator(**kwargs).execute(make_context())  # Airflow's retry
+        # Airflow retries the task: try 2 looks the version up first.
+        result = MlflowRegisterModelOperator(**kwargs).execute(make_context(try_number=2))
 
     creates = [r for r in proxy.seen if r.method == "POST" and "/model-versions/create" in r.path]
-    assert [r.dropped for r in creates] == ([True, False] if mlflow_retries else [True])
+    assert [r.dropped for r in creates] == [True]  # one create reached the server; none repeated
     versions = _versions(mlflow_server, name)
-    assert [v.version for v in versions] == [result["version"]]
+    assert [v.version for v in versions] == [result["version"]] == ["1"]
+    assert result["source"] == sklearn_model.source
 
 
 def test_token_is_sent_per_hook_as_bearer(monkeypatch, proxy, mlflow_server):
@@ -150,7 +160,9 @@ def test_set_alias_moves_alias_and_emits_event(mlflow_conn, mlflow_server, sklea
     client = _client(mlflow_server)
     client.create_registered_model(name)
     for _ in range(2):
-        client.create_model_version(name, sklearn_model.source, model_id=sklearn_model.model_id, run_id=sklearn_model.run_id)
+        client.create_model_version(
+            name, sklearn_model.source, model_id=sklearn_model.model_id, run_id=sklearn_model.run_id
+        )
     ctx = make_context(task_id="alias")
     op = MlflowSetAliasOperator(task_id="alias", model_name=name, alias="prod", version="2")
     assert op.execute(ctx) == {"name": name, "alias": "prod", "version": "2", "previous_version": None}
@@ -205,10 +217,14 @@ def test_champion_challenger(
     champion_version = None
     if champ is not None:
         run = metric_run(mlflow_server.url, experiment=exp, metrics={"score": champ})
-        champion_version = client.create_model_version(name, sklearn_model.source, model_id=sklearn_model.model_id, run_id=run).version
+        champion_version = client.create_model_version(
+            name, sklearn_model.source, model_id=sklearn_model.model_id, run_id=run
+        ).version
         client.set_registered_model_alias(name, "champion", champion_version)
     run = metric_run(mlflow_server.url, experiment=exp, metrics={"score": chall})
-    challenger = client.create_model_version(name, sklearn_model.source, model_id=sklearn_model.model_id, run_id=run).version
+    challenger = client.create_model_version(
+        name, sklearn_model.source, model_id=sklearn_model.model_id, run_id=run
+    ).version
 
     ctx = make_context(task_id="promote")
     op = MlflowPromoteModelOperator(
@@ -246,7 +262,9 @@ def test_champion_challenger(
         assert events == []
 
 
-@pytest.mark.parametrize("who", ["challenger", "champion"], ids=["challenger-lacks-metric", "champion-lacks-metric"])
+@pytest.mark.parametrize(
+    "who", ["challenger", "champion"], ids=["challenger-lacks-metric", "champion-lacks-metric"]
+)
 def test_missing_metric_fails_clearly(mlflow_conn, mlflow_server, sklearn_model, who):
     name = _name("miss")
     client = _client(mlflow_server)

@@ -23,7 +23,9 @@ def _client(server):
     return MlflowClient(server.url)
 
 
-def _register_later(server, sklearn_model, name: str, *, delay: float, alias: str | None = None) -> threading.Thread:
+def _register_later(
+    server, sklearn_model, name: str, *, delay: float, alias: str | None = None
+) -> threading.Thread:
     def work() -> None:
         time.sleep(delay)
         client = _client(server)
@@ -77,7 +79,11 @@ def test_trigger_fires_when_registered_concurrently(
     for _ in range(preexisting):
         _register_later(mlflow_server, sklearn_model, name, delay=0, alias=alias).join()
     trigger = MlflowModelVersionTrigger(
-        mlflow_conn_id="mlflow_default", model_name=name, alias=alias, min_version=min_version, poll_interval=0.5
+        mlflow_conn_id="mlflow_default",
+        model_name=name,
+        alias=alias,
+        min_version=min_version,
+        poll_interval=0.5,
     )
 
     async def first_event():
@@ -132,5 +138,10 @@ def test_sensor_pokes_without_deferring(mlflow_conn, mlflow_server, sklearn_mode
     ctx = make_context(task_id="wait")
     result = sensor.poke(ctx)
     assert result.is_done
-    assert result.xcom_value == {"name": name, "version": "1", "alias": "champion", "run_id": sklearn_model.run_id}
+    assert result.xcom_value == {
+        "name": name,
+        "version": "1",
+        "alias": "champion",
+        "run_id": sklearn_model.run_id,
+    }
     assert ctx["ti"].xcom["mlflow_urls"]["model_version"] == f"{mlflow_server.url}/#/models/{name}/versions/1"

@@ -58,7 +58,7 @@ def test_uris_from_connection(monkeypatch, fields, tracking, registry, ui):
 def test_bad_connection_fails_without_retry(monkeypatch, fields, message):
     _conn_env(monkeypatch, "mlflow_bad", **fields)
     with pytest.raises(AirflowFailException) as err:
-        MlflowHook(mlflow_conn_id="mlflow_bad").tracking_uri
+        _ = MlflowHook(mlflow_conn_id="mlflow_bad").tracking_uri
     assert str(err.value) == message
 
 

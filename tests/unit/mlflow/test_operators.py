@@ -29,7 +29,10 @@ from airflow_mlops_provider.triggers.mlflow import MlflowModelVersionTrigger
     [
         ({}, "give source, run_id with artifact_path, or model_id; got none of them"),
         ({"run_id": "abc"}, "run_id='abc' needs artifact_path (or give source or model_id)"),
-        ({"source": "s3://b/m", "await_timeout": 0}, "await_timeout must be a positive number of seconds, got 0"),
+        (
+            {"source": "s3://b/m", "await_timeout": 0},
+            "await_timeout must be a positive number of seconds, got 0",
+        ),
         ({"source": "s3://b/m", "tags": ["a"]}, "tags must be a mapping, got ['a']"),
     ],
     ids=["no-source", "run-without-artifact-path", "zero-timeout", "tags-not-mapping"],
@@ -51,7 +54,9 @@ def test_register_rejects_bad_arguments(kwargs, message):
 )
 def test_promote_rejects_bad_arguments(kwargs, message):
     with pytest.raises(ValueError) as err:
-        MlflowPromoteModelOperator(task_id="p", model_name="m", challenger_version="1", metric="auc", **kwargs)
+        MlflowPromoteModelOperator(
+            task_id="p", model_name="m", challenger_version="1", metric="auc", **kwargs
+        )
     assert str(err.value) == message
 
 
