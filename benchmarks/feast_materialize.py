@@ -5,8 +5,8 @@ Data: 1,000,000 rows over 4 feature views (250,000 each), generated to parquet b
 get their own copy of the repo (same parquet files) and the same window.
 
 - **CLI**: ``feast materialize START END`` (the 4 views one after another, in one process).
-- **Ours**: a DAG with ``FeastMaterializeOperator.partial(...).expand(
-  feature_views=per_feature_view(views, groups=2))``, run by a real ``airflow scheduler``
+- **Ours**: a DAG with ``FeastMaterializeOperator.partial(...).expand_kwargs(...)`` over
+  ``per_feature_view(views, groups=2)`` (the window in each item), run by a real ``airflow scheduler``
   (LocalExecutor, ``parallelism=2``) with ``airflow api-server`` and ``airflow dag-processor``:
   2 Airflow tasks in parallel, 2 feature views each, ``online_write_batch_size=10000``.
 
@@ -87,13 +87,17 @@ class MeasuredMaterialize(FeastMaterializeOperator):
 
 @dag(dag_id="feast_bench", schedule=None, catchup=False, max_active_tasks={tasks})
 def feast_bench():
+    # The window goes in expand_kwargs: in partial(), start_date is Airflow's task start date.
     MeasuredMaterialize.partial(
         task_id="materialize",
         feast_conn_id="feast_bench",
-        start_date={start!r},
-        end_date={end!r},
         online_write_batch_size={batch},
-    ).expand(feature_views=per_feature_view({views!r}, groups={tasks}))
+    ).expand_kwargs(
+        [
+            {{"feature_views": views, "start_date": {start!r}, "end_date": {end!r}}}
+            for views in per_feature_view({views!r}, groups={tasks})
+        ]
+    )
 
 
 feast_bench()
@@ -267,7 +271,7 @@ def run_airflow(repo, views: list[str], tasks: int, batch: int, work: Path) -> d
                 pass
         for proc in components.values():
             try:
-                proc.wait(timeout=60)
+                proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
     if state != "success":
