@@ -1,0 +1,45 @@
+"""Create the artifact bucket (idempotent), then run ``mlflow server`` in the foreground.
+
+Environment: MLFLOW_BACKEND_STORE_URI (postgresql://...), MLFLOW_ARTIFACTS_BUCKET,
+MLFLOW_S3_ENDPOINT_URL, AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, MLFLOW_SERVER_WORKERS.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError
+
+bucket = os.environ.get("MLFLOW_ARTIFACTS_BUCKET", "mlflow")
+s3 = boto3.client("s3", endpoint_url=os.environ["MLFLOW_S3_ENDPOINT_URL"])
+for _attempt in range(30):
+    try:
+        existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
+        if bucket not in existing:
+            s3.create_bucket(Bucket=bucket)
+            sys.stderr.write(f"created bucket s3://{bucket}\n")
+        break
+    except (BotoCoreError, ClientError) as err:
+        sys.stderr.write(f"S3 store not ready ({err}); retrying\n")
+        time.sleep(2)
+else:
+    sys.exit(f"could not reach the S3 store at {os.environ['MLFLOW_S3_ENDPOINT_URL']}")
+
+args = [
+    "mlflow",
+    "server",
+    "--backend-store-uri",
+    os.environ["MLFLOW_BACKEND_STORE_URI"],
+    "--artifacts-destination",
+    f"s3://{bucket}/",
+    "--host",
+    "0.0.0.0",
+    "--port",
+    os.environ.get("MLFLOW_PORT", "5000"),
+    "--workers",
+    os.environ.get("MLFLOW_SERVER_WORKERS", "2"),
+]
+os.execvp(args[0], args)
