@@ -33,10 +33,11 @@ def compose_env(**overrides: str) -> dict[str, str]:
     return env
 
 
-def resolved_config(**env: str) -> dict[str, Any]:
-    """``docker-compose config`` on the repo's file: validated, anchors and variables resolved."""
+def resolved_config(*overrides: str, **env: str) -> dict[str, Any]:
+    """``docker-compose config`` on the repo's file (plus ``overrides``): validated and resolved."""
+    files = [arg for path in (COMPOSE_FILE, *overrides) for arg in ("-f", str(REPO_ROOT / path))]
     proc = subprocess.run(
-        [*compose_command(), "-f", str(COMPOSE_FILE), "--project-directory", str(REPO_ROOT), "config"],
+        [*compose_command(), *files, "--project-directory", str(REPO_ROOT), "config"],
         capture_output=True,
         text=True,
         env=compose_env(**env),

@@ -157,7 +157,7 @@ def test_mlflow_uses_postgres_and_s3_through_boto3(compose_config):
     assert env["AWS_ACCESS_KEY_ID"]
     assert env["AWS_SECRET_ACCESS_KEY"]
     entrypoint = (REPO_ROOT / "deploy/mlflow/entrypoint.py").read_text()
-    assert '"--artifacts-destination", f"s3://{bucket}/"' in entrypoint
+    assert '"--artifacts-destination",\n    f"s3://{bucket}/",' in entrypoint
 
 
 def test_redis_is_the_feast_online_store(compose_config):
@@ -178,3 +178,20 @@ def test_published_ports_bind_loopback_and_follow_the_environment():
 
 def test_network_has_a_fixed_name_for_task_containers(compose_config):
     assert compose_config["networks"]["default"]["name"] == "mlops-stack"
+
+
+def test_cpu_override_swaps_in_a_scheduler_without_gpu_reservation(compose_config):
+    config = resolved_config("deploy/compose.cpu.yml")
+    services = config["services"]
+    assert services["airflow-scheduler"]["profiles"] == ["gpu"]
+    cpu = services["airflow-scheduler-cpu"]
+    assert "deploy" not in cpu
+    assert "profiles" not in cpu
+    # Everything else matches the GPU scheduler, so the two definitions cannot drift apart.
+    gpu = compose_config["services"]["airflow-scheduler"]
+    for key in ("image", "command", "environment", "volumes", "depends_on", "healthcheck", "init"):
+        assert _sorted(cpu[key]) == _sorted(gpu[key]), key
+
+
+def _sorted(value: Any) -> Any:
+    return sorted(value) if isinstance(value, list) else value
