@@ -26,7 +26,7 @@ IMAGE = os.environ.get("MLOPS_TEST_IMAGE", "mlops-base:bookworm")
 VENV_BIN = Path(sys.executable).parent
 
 DAGS = textwrap.dedent(
-    '''
+    """
     from __future__ import annotations
     import pendulum
     from airflow.sdk import dag
@@ -47,7 +47,7 @@ DAGS = textwrap.dedent(
     make("bench_gpu", GpuDockerOperator, SHORT)
     make("bench_stock_logs", DockerOperator, LINES, auto_remove="force")
     make("bench_gpu_logs", GpuDockerOperator, LINES)
-    '''
+    """
 )
 
 
@@ -107,7 +107,9 @@ def main() -> None:
         walls = [w for w, _ in results[dag_id]]
         tasks = [d for _, d in results[dag_id]]
         medians[dag_id] = (statistics.median(walls), statistics.median(tasks))
-        print(f"  {label:18s} dags test median {medians[dag_id][0]:7.2f}s   task median {medians[dag_id][1]:6.2f}s")
+        print(
+            f"  {label:18s} dags test median {medians[dag_id][0]:7.2f}s   task median {medians[dag_id][1]:6.2f}s"
+        )
     print(
         f"  ratio GpuDockerOperator / DockerOperator: dags test {medians['bench_gpu'][0] / medians['bench_stock'][0]:.3f}"
         f"   task {medians['bench_gpu'][1] / medians['bench_stock'][1]:.3f}   (target <= 1.05)"

@@ -11,11 +11,13 @@ from __future__ import annotations
 import time
 import types
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 
@@ -44,7 +46,9 @@ def unique_dag_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:8]}"
 
 
-def make_context(dag_id: str, task_id: str = "t", run_id: str = "r1", map_index: int = -1, try_number: int = 1):
+def make_context(
+    dag_id: str, task_id: str = "t", run_id: str = "r1", map_index: int = -1, try_number: int = 1
+):
     """The parts of a task context GpuDockerOperator reads, for in-process executions."""
     pushed: dict[str, Any] = {}
     ti = types.SimpleNamespace(

@@ -96,7 +96,9 @@ def test_no_runtime_fails_without_retry_and_names_host_and_what_is_missing(dag_r
 
 
 def test_docker_inspect_shows_the_requested_limits(dag_run):
-    (limits,) = [c for c in dag_run["kept"].values() if c["Config"]["Labels"]["airflow-mlops.task_id"] == "limits"]
+    (limits,) = [
+        c for c in dag_run["kept"].values() if c["Config"]["Labels"]["airflow-mlops.task_id"] == "limits"
+    ]
     host = limits["HostConfig"]
     assert limits["Name"].endswith("-try1")  # kept and renamed, so a rerun starts afresh
     assert host["Memory"] == 256 * 1024**2

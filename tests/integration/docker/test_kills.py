@@ -87,12 +87,14 @@ def test_non_zero_exit_leaves_no_container_and_reports_output(base_image, cli, l
     dag_id = unique_dag_id("kill_exit")
     for rep in range(REPETITIONS):
         op = _operator(base_image, ["sh", "-c", "echo boom; exit 3"])
-        with pytest.raises(ContainerFailedError, match=r"exited with code 3\n--- last container output ---\nboom"):
+        with pytest.raises(
+            ContainerFailedError, match=r"exited with code 3\n--- last container output ---\nboom"
+        ):
             op.execute(make_context(dag_id, run_id=f"r{rep}"))
         assert task_containers(cli, dag_id) == [], f"orphan after exit 3, repetition {rep}"
 
 
-SIGTERM_DAG = '''
+SIGTERM_DAG = """
 from __future__ import annotations
 import pendulum
 from airflow.sdk import dag
@@ -103,7 +105,7 @@ def d():
     GpuDockerOperator(task_id="t", image="{image}", command={command!r}, resources={{"gpus": 1}},
                       host_gpus=4, mount_tmp_dir=False, stop_grace_period=0)
 d()
-'''
+"""
 
 
 def test_sigterm_to_a_real_task_process_leaves_no_container(base_image, cli, lease_dir, airflow_db, tmp_path):

@@ -75,6 +75,9 @@ def test_six_tasks_never_share_a_device_and_the_extra_ones_wait(base_image, cli,
     assert len(waited) >= 2
     # A waiting task's container started only after another one on its device had ended.
     for r in waited:
-        earlier = [o for o in results if o is not r and o["devices"] == r["devices"] and o["start"] < r["start"]]
-        assert earlier and all(o["end"] <= r["start"] for o in earlier)
+        earlier = [
+            o for o in results if o is not r and o["devices"] == r["devices"] and o["start"] < r["start"]
+        ]
+        assert earlier
+        assert all(o["end"] <= r["start"] for o in earlier)
     assert task_containers(cli, dag_id) == []

@@ -17,7 +17,7 @@ import time
 import pytest
 
 from airflow_mlops_provider.operators.docker import GpuDockerOperator
-from tests.conftest import VENV_BIN, airflow_env, run_airflow
+from tests.conftest import VENV_BIN, airflow_env
 from tests.integration.docker.conftest import (
     make_context,
     remove_all,
@@ -40,7 +40,7 @@ CODE = (
     "open('/airflow/xcom/return.json', 'w')); print('done', flush=True)"
 )
 
-DAG = '''
+DAG = """
 from __future__ import annotations
 import pendulum
 from airflow.sdk import dag
@@ -51,7 +51,7 @@ def d():
     GpuDockerOperator(task_id="t", image="{image}", command=["python3", "-c", {code!r}],
                       env={{"SLEEP": "{sleep}"}}, resources={{"gpus": 1}}, host_gpus=4, mount_tmp_dir=False)
 d()
-'''
+"""
 
 
 def _start_events(cli, dag_id: str, since: int) -> list[dict]:
@@ -78,7 +78,9 @@ def _kill_first_try(cli, dag_id: str, folder, run_id: str) -> None:
         proc.wait(timeout=60)
 
 
-def test_rerun_after_sigkill_reattaches_to_the_running_container(base_image, cli, lease_dir, airflow_db, tmp_path):
+def test_rerun_after_sigkill_reattaches_to_the_running_container(
+    base_image, cli, lease_dir, airflow_db, tmp_path
+):
     dag_id = unique_dag_id("reattach")
     folder = tmp_path / "dags"
     folder.mkdir()
@@ -123,7 +125,9 @@ def test_rerun_after_sigkill_reattaches_to_the_running_container(base_image, cli
         remove_all(cli, dag_id)
 
 
-def test_rerun_collects_the_result_of_a_container_that_already_finished(base_image, cli, lease_dir, airflow_db, tmp_path):
+def test_rerun_collects_the_result_of_a_container_that_already_finished(
+    base_image, cli, lease_dir, airflow_db, tmp_path
+):
     dag_id = unique_dag_id("reattach_done")
     folder = tmp_path / "dags"
     folder.mkdir()

@@ -52,7 +52,11 @@ CASES = [
         "gpu_type is only valid with gpus >= 1, got gpu_type='A100' with gpus=0",
     ),
     ("empty-image", {"image": ""}, "image must be a non-empty image reference such as 'python:3.11', got ''"),
-    ("blank-image", {"image": "  "}, "image must be a non-empty image reference such as 'python:3.11', got '  '"),
+    (
+        "blank-image",
+        {"image": "  "},
+        "image must be a non-empty image reference such as 'python:3.11', got '  '",
+    ),
     ("bad-gpu-fallback", {"gpu_fallback": "gpu"}, "gpu_fallback must be one of ['fail', 'cpu'], got 'gpu'"),
     (
         "bad-runtime-check",
@@ -72,9 +76,17 @@ CASES = [
         "gpu_ids ['7'] name device(s) ['7'] not in host_gpus ['0', '1', '2', '3']",
     ),
     ("command-dict", {"command": {"a": 1}}, "command must be a string or a list of strings, got {'a': 1}"),
-    ("env-key-with-equals", {"env": {"A=B": "x"}}, "env keys must be non-empty strings without '=', got ['A=B'] in env"),
+    (
+        "env-key-with-equals",
+        {"env": {"A=B": "x"}},
+        "env keys must be non-empty strings without '=', got ['A=B'] in env",
+    ),
     ("env-not-dict", {"env": ["A=1"]}, "env must be a dict of variable names to values, got ['A=1']"),
-    ("negative-lease-timeout", {"gpu_lease_timeout": -5}, "gpu_lease_timeout must be a number of seconds >= 0, got -5"),
+    (
+        "negative-lease-timeout",
+        {"gpu_lease_timeout": -5},
+        "gpu_lease_timeout must be a number of seconds >= 0, got -5",
+    ),
     ("negative-grace", {"stop_grace_period": -1}, "stop_grace_period must be an integer >= 0, got -1"),
 ]
 
@@ -95,13 +107,20 @@ def test_templated_values_are_validated_after_rendering():
 
     from tests.unit.docker.conftest import context
 
-    op = GpuDockerOperator(task_id="t", image="python:3.11", resources="{{ params.r }}", gpu_ids="{{ params.ids }}")
+    op = GpuDockerOperator(
+        task_id="t", image="python:3.11", resources="{{ params.r }}", gpu_ids="{{ params.ids }}"
+    )
     assert op.compute_resources == "{{ params.r }}"  # kept for rendering, not validated yet
     op.compute_resources = '{"gpus": -1}'  # what rendering produced
-    with pytest.raises(AirflowFailException, match=r"^Invalid resources after rendering: gpus must be an integer >= 0, got -1$"):
+    with pytest.raises(
+        AirflowFailException,
+        match=r"^Invalid resources after rendering: gpus must be an integer >= 0, got -1$",
+    ):
         op.execute(context())
     op.compute_resources = '{"gpus": 1}'
     op.gpu_ids = ["0", "0"]
-    with pytest.raises(AirflowFailException, match=r"^Invalid gpu_ids after rendering: gpu_ids must not repeat a device"):
+    with pytest.raises(
+        AirflowFailException, match=r"^Invalid gpu_ids after rendering: gpu_ids must not repeat a device"
+    ):
         op.execute(context())
     assert "hook" not in op.__dict__  # failed before any Docker call

@@ -55,7 +55,9 @@ def test_leases_are_per_host(tmp_path):
 
 
 def test_busy_devices_are_skipped(tmp_path):
-    lease = acquire_gpu_lease(HOST, INVENTORY, count=2, lease_dir=tmp_path, busy=lambda: {"0", "2"}, timeout=0)
+    lease = acquire_gpu_lease(
+        HOST, INVENTORY, count=2, lease_dir=tmp_path, busy=lambda: {"0", "2"}, timeout=0
+    )
     assert lease.device_ids == ["1", "3"]
     lease.release()
 
@@ -94,7 +96,10 @@ def test_the_lease_of_a_killed_holder_is_reclaimed(tmp_path):
     [
         ({"count": 5}, "gpus=5 but host 'h' has only 4 GPU(s) ['0', '1', '2', '3']"),
         ({"count": 0}, "count must be an integer >= 1, got 0"),
-        ({"device_ids": ["9"]}, "gpu_ids ['9'] name device(s) ['9'] that host 'h' does not have (its GPUs: ['0', '1', '2', '3'])"),
+        (
+            {"device_ids": ["9"]},
+            "gpu_ids ['9'] name device(s) ['9'] that host 'h' does not have (its GPUs: ['0', '1', '2', '3'])",
+        ),
     ],
     ids=["too-many", "zero", "unknown-id"],
 )

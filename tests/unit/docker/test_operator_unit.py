@@ -64,7 +64,11 @@ def _refusing_client():
     client.images.return_value = [{"Id": "img"}]
     response = mock.Mock(status_code=500)
     client.start.side_effect = [
-        APIError("500", response=response, explanation='could not select device driver "nvidia" with capabilities: [[gpu]]'),
+        APIError(
+            "500",
+            response=response,
+            explanation='could not select device driver "nvidia" with capabilities: [[gpu]]',
+        ),
         None,
     ]
     client.attach.return_value = iter([b"on cpu\n"])
@@ -75,7 +79,13 @@ def _refusing_client():
 
 def _op(**kwargs):
     return GpuDockerOperator(
-        task_id="t", image="python:3.11", command=["true"], resources={"gpus": 1}, host_gpus=2, mount_tmp_dir=False, **kwargs
+        task_id="t",
+        image="python:3.11",
+        command=["true"],
+        resources={"gpus": 1},
+        host_gpus=2,
+        mount_tmp_dir=False,
+        **kwargs,
     )
 
 

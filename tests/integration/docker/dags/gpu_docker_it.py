@@ -22,7 +22,9 @@ COMMON = {"image": IMAGE, "mount_tmp_dir": False, "host_gpus": 4}
 
 @dag(dag_id="gpu_docker_it", schedule=None, start_date=pendulum.datetime(2025, 1, 1), catchup=False)
 def gpu_docker_it():
-    two = GpuDockerOperator(task_id="two_gpus", command=["python3", "-c", RESULT], resources={"gpus": 2}, **COMMON)
+    two = GpuDockerOperator(
+        task_id="two_gpus", command=["python3", "-c", RESULT], resources={"gpus": 2}, **COMMON
+    )
     exact = GpuDockerOperator(
         task_id="exact_ids", command=["python3", "-c", RESULT], gpu_ids=["1", "3"], **COMMON
     )
