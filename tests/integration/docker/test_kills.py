@@ -48,6 +48,11 @@ def _operator(image: str, command, **kwargs) -> GpuDockerOperator:
     )
 
 
+def _sigterm_main_thread_when_running(cli, dag_id: str) -> None:
+    wait_for_running(cli, dag_id)
+    signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
+
+
 def test_sigterm_mid_run_leaves_no_container(base_image, cli, lease_dir):
     dag_id = unique_dag_id("kill_term")
     previous = signal.getsignal(signal.SIGTERM)
@@ -56,11 +61,8 @@ def test_sigterm_mid_run_leaves_no_container(base_image, cli, lease_dir):
             op = _operator(base_image, LONG)
             # What Airflow's task runner installs: on SIGTERM, call on_kill() and return.
             signal.signal(signal.SIGTERM, lambda signum, frame, op=op: op.on_kill())
-            main = threading.main_thread().ident
-            killer = threading.Thread(
-                target=lambda: (wait_for_running(cli, dag_id), signal.pthread_kill(main, signal.SIGTERM))
-            )
             # The signal is delivered to the main thread, as to a single-threaded task process.
+            killer = threading.Thread(target=_sigterm_main_thread_when_running, args=(cli, dag_id))
             killer.start()
             with pytest.raises(Exception, match="killed|exited with code"):
                 op.execute(make_context(dag_id, run_id=f"r{rep}"))
