@@ -69,17 +69,17 @@ with DAG(
 
     @task
     def leak_attempt() -> None:
-        """Log the token on purpose: the masker of the task process must hide it."""
+        """The task process must know the token as a secret: its masker redacts it."""
         import logging
 
         from airflow.sdk._shared.secrets_masker import redact
 
         hook = MlflowHook()
         hook.get_conn()
-        secret = hook._settings["secret"]
-        logging.getLogger("airflow.task").warning("token seen by the task: %s", secret)
-        if secret in str(redact(f"token seen by the task: {secret}")):
-            raise RuntimeError("the MLflow token is not masked")
+        redacted = str(redact(f"token seen by the task: {hook._settings['secret']}"))
+        if hook._settings["secret"] in redacted:
+            raise RuntimeError("the MLflow token is not registered with the secrets masker")
+        logging.getLogger("airflow.task").warning("%s", redacted)
 
     register_a >> register_b >> promote
     choose(promote.output) >> [deploy, keep]
