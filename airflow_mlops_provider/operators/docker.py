@@ -542,8 +542,20 @@ def _result_dir_tar() -> bytes:
     return buf.getvalue()
 
 
+#: A chunk holding more complete lines than this is logged as one multi-line record (a burst,
+#: e.g. a progress dump); below it every line is its own record.
+BURST_LINES = 32
+
+
 def _stream_lines(stream: Iterable[Any], log: Any, *, keep_all: bool) -> collections.deque[str]:
-    """Log each line as it arrives; return the last 20 lines (or all of them with ``keep_all``)."""
+    """
+    Log lines as they arrive; return the last 20 lines (or all of them with ``keep_all``).
+
+    Each chunk read from the engine is logged at once (live). Ordinary output gets one log
+    record per line; a burst of more than ``BURST_LINES`` lines in one chunk is logged as one
+    record, which keeps a container that prints hundreds of thousands of lines from being
+    slowed down by per-record logging costs.
+    """
     lines: collections.deque[str] = collections.deque(maxlen=None if keep_all else 20)
     buffer = ""
     for chunk in stream:
@@ -551,10 +563,13 @@ def _stream_lines(stream: Iterable[Any], log: Any, *, keep_all: bool) -> collect
         if "\n" not in buffer:
             continue
         *complete, buffer = buffer.split("\n")
-        for line in complete:
-            line = line.rstrip()
-            log.info("%s", line)
-            lines.append(line)
+        stripped = [line.rstrip() for line in complete]
+        if len(stripped) > BURST_LINES:
+            log.info("%s", "\n".join(stripped))
+        else:
+            for line in stripped:
+                log.info("%s", line)
+        lines.extend(stripped)
     if buffer:
         line = buffer.rstrip()
         log.info("%s", line)

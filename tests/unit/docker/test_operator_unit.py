@@ -127,3 +127,12 @@ def test_stream_lines_joins_chunks_and_keeps_the_tail():
     lines = _stream_lines(iter([b"a\nb", b"c\n", b"d"]), log, keep_all=False)
     assert list(lines) == ["a", "bc", "d"]
     assert [c.args[1] for c in log.info.call_args_list] == ["a", "bc", "d"]
+
+
+def test_stream_lines_logs_a_burst_as_one_record_and_keeps_all_lines_when_asked():
+    log = mock.Mock()
+    burst = "".join(f"l{i}\n" for i in range(100)).encode()
+    lines = _stream_lines(iter([b"one\n", burst]), log, keep_all=True)
+    assert len(lines) == 101
+    assert log.info.call_count == 2
+    assert log.info.call_args_list[1].args[1].splitlines() == [f"l{i}" for i in range(100)]
