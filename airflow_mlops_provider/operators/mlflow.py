@@ -50,6 +50,17 @@ def ti_identity_tags(context: Context) -> dict[str, str]:
     return {**ident, TI_KEY_TAG: digest}
 
 
+def positive_version(value: Any, *, name: str, error: type[Exception]) -> int:
+    """Return ``value`` as a model version number (>= 1), or raise ``error`` naming ``name``."""
+    try:
+        number = int(str(value).strip())
+    except (TypeError, ValueError):
+        number = 0
+    if number < 1:
+        raise error(f"{name} must be a positive model version, got {value!r}")
+    return number
+
+
 def compare_metrics(
     challenger: float, champion: float | None, *, mode: str, min_delta: float
 ) -> tuple[bool, float | None]:
@@ -105,14 +116,7 @@ class _MlflowRegistryOperator(BaseOperator):
         return str(value).strip()
 
     def _version(self, name: str) -> str:
-        value = getattr(self, name)
-        try:
-            number = int(str(value).strip())
-        except (TypeError, ValueError):
-            number = 0
-        if number < 1:
-            raise AirflowFailException(f"{name} must be a positive model version, got {value!r}")
-        return str(number)
+        return str(positive_version(getattr(self, name), name=name, error=AirflowFailException))
 
 
 class MlflowRegisterModelOperator(_MlflowRegistryOperator):

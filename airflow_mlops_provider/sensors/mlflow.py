@@ -13,6 +13,7 @@ from airflow_mlops_provider.exceptions import ModelRegistryError
 from airflow_mlops_provider.hooks.mlflow import MlflowHook
 from airflow_mlops_provider.links.mlflow import MlflowModelVersionLink, push_mlflow_urls
 from airflow_mlops_provider.operators._common import contains_template
+from airflow_mlops_provider.operators.mlflow import positive_version
 from airflow_mlops_provider.triggers.mlflow import MlflowModelVersionTrigger, find_model_version
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ class MlflowModelVersionSensor(BaseSensorOperator):
         if alias is None and min_version is None:
             raise ValueError("give alias or min_version (or both); got neither")
         if min_version is not None and not contains_template(min_version):
-            _positive_version(min_version, ValueError)
+            positive_version(min_version, name="min_version", error=ValueError)
         self.model_name = model_name
         self.alias = alias
         self.min_version = min_version
@@ -70,7 +71,7 @@ class MlflowModelVersionSensor(BaseSensorOperator):
             raise AirflowFailException(f"model_name must be a non-empty string, got {self.model_name!r}")
         alias = str(self.alias).strip() if self.alias not in (None, "") else None
         min_version = (
-            _positive_version(self.min_version, AirflowFailException)
+            positive_version(self.min_version, name="min_version", error=AirflowFailException)
             if self.min_version not in (None, "")
             else None
         )
@@ -113,13 +114,3 @@ class MlflowModelVersionSensor(BaseSensorOperator):
         self.log.info("%s", event.get("message"))
         push_mlflow_urls(context, model_version=self.hook.model_version_url(found["name"], found["version"]))
         return found
-
-
-def _positive_version(value: Any, error: type[Exception]) -> int:
-    try:
-        number = int(str(value).strip())
-    except (TypeError, ValueError):
-        number = 0
-    if number < 1:
-        raise error(f"min_version must be a positive model version, got {value!r}")
-    return number
