@@ -8,119 +8,35 @@ dag-processor, once, and kills their process groups at the end. The SimpleAuthMa
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import signal
-import subprocess
-import time
-import urllib.error
-import urllib.request
-from typing import Any
 
 import pytest
 
 from airflow_mlops_provider.sweeps import trials_from_random
-from tests.conftest import VENV_BIN, airflow_env, free_port
 from tests.integration.sweeps.conftest import SWEEP_DAGS
+from tests.support.airflow_services import airflow_services as start_airflow
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 DAG_ID = "sweep_random"
 
 
-class Api:
-    """A tiny JSON client for the REST API v2."""
-
-    def __init__(self, base: str) -> None:
-        self.base = base
-
-    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(
-            f"{self.base}{path}", data=data, method=method, headers={"Content-Type": "application/json"}
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return response.status, json.loads(response.read() or b"null")
-        except urllib.error.HTTPError as err:
-            return err.code, json.loads(err.read() or b"null")
-
-    def wait_for(self, what: str, probe, timeout: float) -> Any:
-        deadline = time.monotonic() + timeout
-        last: Any = None
-        while time.monotonic() < deadline:
-            try:
-                ok, last = probe()
-            except (urllib.error.URLError, ConnectionError, TimeoutError) as err:
-                ok, last = False, err
-            if ok:
-                return last
-            time.sleep(2)
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
-
-
-def _stop(procs: list[subprocess.Popen]) -> None:
-    for proc in procs:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def airflow_services(airflow_db, tmp_path_factory):
     """An api-server, a scheduler and a dag-processor on the test DB, serving the sweep DAGs."""
-    port = free_port()
     logs = tmp_path_factory.mktemp("airflow-services")
     result_dir = tmp_path_factory.mktemp("sweep-results")
-    env = airflow_env(
-        AIRFLOW__CORE__DAGS_FOLDER=str(SWEEP_DAGS),
-        AIRFLOW__CORE__EXECUTOR="LocalExecutor",
-        AIRFLOW__CORE__PARALLELISM="2",
-        AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="False",
-        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="True",
-        AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{port}/execution/",
-        AIRFLOW__API__BASE_URL=f"http://127.0.0.1:{port}",
-        AIRFLOW__API_AUTH__JWT_SECRET=secrets.token_hex(32),
-        AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC="2",
-        AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES="1",
-        SWEEP_RESULT_DIR=str(result_dir),
-    )
-    commands = {
-        "api-server": ["api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        "scheduler": ["scheduler"],
-        "dag-processor": ["dag-processor"],
-    }
-    procs = []
-    try:
-        for name, args in commands.items():
-            out = open(logs / f"{name}.log", "wb")
-            procs.append(
-                subprocess.Popen(
-                    [str(VENV_BIN / "airflow"), *args],
-                    env=env,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            )
-        api = Api(f"http://127.0.0.1:{port}/api/v2")
+    with start_airflow(SWEEP_DAGS, logs, SWEEP_RESULT_DIR=str(result_dir)) as api:
 
-        def dag_loaded():
-            for proc, name in zip(procs, commands):
-                if proc.poll() is not None:
-                    raise AssertionError(f"{name} exited: {(logs / f'{name}.log').read_text()[-3000:]}")
+        def dag_served():
             status, body = api.call("GET", f"/dags/{DAG_ID}")
             return status == 200, body
 
-        api.wait_for(f"DAG {DAG_ID} to be served", dag_loaded, timeout=240)
+        api.wait_for(f"DAG {DAG_ID} to be served", dag_served, timeout=240)
+        # `airflow dags test` runs earlier in the session may have created the DAG paused
+        status, body = api.call("PATCH", f"/dags/{DAG_ID}", {"is_paused": False})
+        assert status == 200, body
+        assert body["is_paused"] is False
         yield api, result_dir, logs
-    finally:
-        _stop(procs)
 
 
 @pytest.mark.parametrize(
