@@ -32,7 +32,8 @@ def _load_dag(path: Path):
 @pytest.fixture(scope="module")
 def k8s_run(airflow_db, kube_env):
     dags_folder = Path(os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
-    shutil.copy(DAG_FILE, dags_folder / DAG_FILE.name)
+    copy = dags_folder / DAG_FILE.name
+    shutil.copy(DAG_FILE, copy)
     rec = PodRecorder()
     env = {"AIRFLOW__MLOPS__RUNTIME": "kubernetes", "AIRFLOW_CONN_KUBERNETES_DEFAULT": kube_conn(kube_env)}
     with (
@@ -40,7 +41,12 @@ def k8s_run(airflow_db, kube_env):
         mock.patch.object(GpuKubernetesPodOperator, "execute", record_pods_execute(rec)),
     ):
         dag = _load_dag(DAG_FILE)
-        dag_run = dag.test(run_conf={"gpus": 1, "namespace": "ml-train"}, mark_success_pattern="select_best")
+        try:
+            dag_run = dag.test(
+                run_conf={"gpus": 1, "namespace": "ml-train"}, mark_success_pattern="select_best"
+            )
+        finally:
+            copy.unlink()  # other tests parse the shared DAGs folder
     return dag, dag_run, rec
 
 

@@ -127,10 +127,11 @@ def _build_dag():
 
 
 @pytest.fixture(scope="module")
-def recorder(airflow_db, kube_env) -> PodRecorder:
-    # dag.test() syncs the DAG from its bundle first, so the DAGs folder must hold the DAG too.
-    dags_folder = Path(os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
-    (dags_folder / f"{DAG_ID}.py").write_text(
+def recorder(airflow_db, kube_env):
+    # dag.test() syncs the DAG from its bundle first, so the DAGs folder must hold the DAG too
+    # (removed afterwards, so other tests that parse the shared DAGs folder never see it).
+    dag_file = Path(os.environ["AIRFLOW__CORE__DAGS_FOLDER"]) / f"{DAG_ID}.py"
+    dag_file.write_text(
         "# airflow DAG (safe-mode discovery needs both words)\n"
         "from tests.unit.kubernetes.test_pod_spec import _build_dag\n\ndag = _build_dag()\n"
     )
@@ -140,7 +141,10 @@ def recorder(airflow_db, kube_env) -> PodRecorder:
         mock.patch.object(GpuKubernetesPodOperator, "execute", record_pods_execute(rec)),
         mock.patch.dict("os.environ", {"AIRFLOW_CONN_KUBERNETES_DEFAULT": kube_conn(kube_env)}),
     ):
-        dag_run = dag.test()
+        try:
+            dag_run = dag.test()
+        finally:
+            dag_file.unlink()
     assert dag_run.state == "success", rec.errors
     return rec
 
