@@ -115,6 +115,9 @@ def start_mlflow_server(workdir: Path | str | None = None, *, timeout: float = 9
     env = dict(os.environ)
     for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_TRACKING_TOKEN"):
         env.pop(var, None)
+    # The job executor (GenAI jobs) starts seven huey consumer processes that each import mlflow;
+    # the registry does not need them.
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     log = open(workdir / "mlflow-server.log", "wb")
     process = subprocess.Popen(
         args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=workdir, start_new_session=True
