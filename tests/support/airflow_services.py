@@ -57,7 +57,7 @@ class RestApi:
 def airflow_services(dags_folder: Path, logs: Path, **extra_env: str) -> Iterator[RestApi]:
     """Run api-server + scheduler + dag-processor on the test DB; yield a REST client."""
     port = free_port()
-    env = airflow_env(
+    settings = dict(
         AIRFLOW__CORE__DAGS_FOLDER=str(dags_folder),
         AIRFLOW__CORE__EXECUTOR="LocalExecutor",
         AIRFLOW__CORE__PARALLELISM="2",
@@ -68,8 +68,9 @@ def airflow_services(dags_folder: Path, logs: Path, **extra_env: str) -> Iterato
         AIRFLOW__API_AUTH__JWT_SECRET=secrets.token_hex(32),
         AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC="2",
         AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES="1",
-        **extra_env,
     )
+    settings.update(extra_env)
+    env = airflow_env(**settings)
     commands = {
         "api-server": ["api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
         "scheduler": ["scheduler"],
