@@ -69,12 +69,13 @@ def compare_metrics(
 
     :return: ``(promote, delta)``; ``delta`` is the improvement (positive is better in both
         modes), ``None`` without a champion. Promote when there is no champion or when the
-        improvement is strictly greater than ``min_delta``.
+        improvement is strictly greater than ``min_delta`` (beyond float rounding).
     """
     if champion is None:
         return True, None
     delta = challenger - champion if mode == "max" else champion - challenger
-    return delta > min_delta, delta
+    # An improvement equal to min_delta up to float rounding (0.805 - 0.8) does not promote.
+    return delta > min_delta and not math.isclose(delta, min_delta, rel_tol=1e-9, abs_tol=1e-12), delta
 
 
 def _emit_model_event(context: Context, model_name: str, outlets: Sequence[Any], extra: dict) -> None:

@@ -83,11 +83,12 @@ def test_sensor_rejects_bad_arguments(kwargs, message):
         (0.75, 0.8, "max", 0.0, (False, pytest.approx(-0.05))),
         (0.805, 0.8, "max", 0.01, (False, pytest.approx(0.005))),
         (0.8, 0.8, "max", 0.0, (False, 0.0)),
+        (0.805, 0.8, "max", 0.005, (False, pytest.approx(0.005))),
         (0.25, 0.3, "min", 0.01, (True, pytest.approx(0.05))),
         (0.35, 0.3, "min", 0.0, (False, pytest.approx(-0.05))),
         (0.295, 0.3, "min", 0.01, (False, pytest.approx(0.005))),
     ],
-    ids=["no-champion", "better-max", "worse-max", "within-delta-max", "equal", "better-min", "worse-min",
+    ids=["no-champion", "better-max", "worse-max", "within-delta-max", "equal", "delta-equals-min-delta", "better-min", "worse-min",
          "within-delta-min"],
 )  # fmt: skip
 def test_compare_metrics(challenger, champion, mode, min_delta, expected):
