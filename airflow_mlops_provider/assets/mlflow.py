@@ -2,7 +2,9 @@
 
 A registered model is the Asset ``mlflow-model://<registered model name>`` (the name is
 percent-encoded, so ``team/churn model`` becomes ``mlflow-model://team%2Fchurn%20model``).
-The scheme names the kind of thing, not the server: a deployment DAG schedules on the model it
+Airflow normalizes the URI with a trailing ``/`` (``mlflow-model://churn/``); build the Asset
+with :func:`mlflow_model_asset` so producer and consumer always agree. The scheme names the kind
+of thing, not the server: a deployment DAG schedules on the model it
 deploys wherever its registry lives.
 
 The registry operators emit one event on this Asset for every new model version and every alias
