@@ -26,6 +26,7 @@ from pathlib import Path
 import pendulum
 from airflow.sdk import CronDataIntervalTimetable, Param, conf, dag, task
 
+from airflow_mlops_provider.operators.container import container_operator
 from airflow_mlops_provider.operators.feast import FeastApplyOperator, FeastMaterializeOperator
 from airflow_mlops_provider.operators.mlflow import (
     MlflowPromoteModelOperator,
@@ -48,16 +49,6 @@ TRAINER_IMAGE = os.environ.get("MLOPS_TRAINER_IMAGE", "mlops-trainer:latest")
 _DEFAULT_HOME = Path(os.environ.get("AIRFLOW_HOME", "~/airflow")).expanduser() / "mlops-example"
 EXAMPLE_HOME = str(Path(os.environ.get("MLOPS_EXAMPLE_HOME", _DEFAULT_HOME)).resolve())
 TRAIN_SCRIPT = Path(__file__).resolve().parent.parent / "images" / "trainer" / "train.py"
-
-
-def _container_class():
-    if RUNTIME == "local":
-        from airflow_mlops_provider.operators.local import LocalProcessOperator
-
-        return LocalProcessOperator
-    from airflow_mlops_provider.operators.container import container_operator
-
-    return container_operator(RUNTIME)
 
 
 def _runtime_arguments() -> dict:
@@ -159,7 +150,7 @@ def mlops_training_pipeline():
 
     training_set = build_training_set()
     trials = plan_trials(training_set)
-    train = _container_class().partial(task_id="train", **_runtime_arguments()).expand_kwargs(trials)
+    train = container_operator(RUNTIME).partial(task_id="train", **_runtime_arguments()).expand_kwargs(trials)
 
     @task(trigger_rule="all_done")
     def evaluate(results, params=None, ti=None) -> dict:

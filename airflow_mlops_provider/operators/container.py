@@ -22,6 +22,11 @@ debug log). A runtime-specific argument given at top level is an error on the ru
 not know it, so a DAG cannot silently depend on one runtime. Both dicts work in ``.partial()``
 and in ``.expand_kwargs()``.
 
+A third runtime, ``local``, returns :class:`~airflow_mlops_provider.operators.local.LocalProcessOperator`:
+the same vocabulary run as a plain process on the worker, for machines without Docker (the
+demo falls back to it). It isolates nothing and enforces no resources; it accepts and ignores
+``docker_kwargs`` and ``kubernetes_kwargs`` (logged), so the same DAG still parses.
+
 Importing this module imports neither runtime: ``docker`` is imported only when the runtime is
 ``docker`` and ``kubernetes`` only when it is ``kubernetes``.
 """
@@ -37,7 +42,7 @@ if TYPE_CHECKING:
 __all__ = ["RUNTIMES", "container_operator", "resolve_runtime"]
 
 #: The runtimes ``container_operator`` knows, in the order they are documented.
-RUNTIMES = ("docker", "kubernetes")
+RUNTIMES = ("docker", "kubernetes", "local")
 _RUNTIME_KWARGS = {"docker": "docker_kwargs", "kubernetes": "kubernetes_kwargs"}
 _CLASS_NAMES = {"docker": "DockerContainerOperator", "kubernetes": "KubernetesContainerOperator"}
 _classes: dict[str, type[BaseOperator]] = {}
@@ -63,15 +68,19 @@ def resolve_runtime(runtime: str | None = None) -> str:
 
 def container_operator(runtime: str | None = None) -> type[BaseOperator]:
     """
-    Return the container operator class for ``runtime`` (``"docker"`` or ``"kubernetes"``).
+    Return the container operator class for ``runtime`` (``"docker"``, ``"kubernetes"`` or ``"local"``).
 
     The class is a thin subclass of ``GpuDockerOperator`` or ``GpuKubernetesPodOperator`` that
     also accepts ``docker_kwargs`` and ``kubernetes_kwargs`` (see the module docstring).
 
-    :param runtime: ``"docker"`` or ``"kubernetes"``; default ``[mlops] runtime``
+    :param runtime: ``"docker"``, ``"kubernetes"`` or ``"local"``; default ``[mlops] runtime``
         (``AIRFLOW__MLOPS__RUNTIME``), else ``"docker"``.
     """
     name = resolve_runtime(runtime)
+    if name == "local":
+        from airflow_mlops_provider.operators.local import LocalProcessOperator
+
+        return LocalProcessOperator
     if name not in _classes:
         _classes[name] = _build_class(name)
     return _classes[name]

@@ -27,6 +27,8 @@ DAG_FACING_MODULES = [
     "airflow_mlops_provider.links.mlflow",
     "airflow_mlops_provider.sweeps",
     "airflow_mlops_provider.params",
+    "airflow_mlops_provider.operators.container",
+    "airflow_mlops_provider.operators.local",
 ]
 
 _PROBE = """

@@ -32,13 +32,13 @@ def test_runtime_comes_from_argument_then_config_then_docker(monkeypatch, argume
 @pytest.mark.parametrize(
     ("argument", "env", "message"),
     [
-        ("kubernets", None, "runtime must be one of ['docker', 'kubernetes'], got 'kubernets'"),
-        ("k8s", None, "runtime must be one of ['docker', 'kubernetes'], got 'k8s'"),
-        (1, None, "runtime must be one of ['docker', 'kubernetes'], got 1"),
+        ("kubernets", None, "runtime must be one of ['docker', 'kubernetes', 'local'], got 'kubernets'"),
+        ("k8s", None, "runtime must be one of ['docker', 'kubernetes', 'local'], got 'k8s'"),
+        (1, None, "runtime must be one of ['docker', 'kubernetes', 'local'], got 1"),
         (
             None,
             "dokcer",
-            "[mlops] runtime (AIRFLOW__MLOPS__RUNTIME) must be one of ['docker', 'kubernetes'], got 'dokcer'",
+            "[mlops] runtime (AIRFLOW__MLOPS__RUNTIME) must be one of ['docker', 'kubernetes', 'local'], got 'dokcer'",
         ),
     ],
     ids=["argument-typo", "argument-alias", "argument-not-a-string", "config-typo"],
@@ -147,3 +147,18 @@ def test_partial_expand_kwargs_serialises_on_both_runtimes(runtime, as_object):
 
 # Import isolation (runtime=docker leaves `kubernetes` out of sys.modules) is checked in a fresh
 # interpreter by tests/unit/test_import_cost.py; benchmarks/parse_time.py reports both directions.
+
+
+def test_local_runtime_returns_the_local_process_operator_and_ignores_runtime_dicts():
+    from airflow_mlops_provider.operators.local import LocalProcessOperator
+
+    cls = container_operator("local")
+    assert cls is LocalProcessOperator
+    op = cls(
+        task_id="t",
+        image="ignored:1",
+        command=["true"],
+        docker_kwargs={"gpu_ids": ["0"]},
+        kubernetes_kwargs={"namespace": "ml"},
+    )
+    assert op.ignored_arguments == ["docker_kwargs", "kubernetes_kwargs"]
