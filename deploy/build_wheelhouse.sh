@@ -13,6 +13,7 @@ python=${PYTHON:-python3}
 # Not in uv.lock: keep these pins in step with docs/sections/compose.md.
 extra_pins=(
   "psycopg2-binary==2.9.13"   # PostgreSQL driver for Airflow's and MLflow's metadata
+  "asyncpg==0.32.0"           # the async PostgreSQL driver Airflow 3 derives from the sync URI
   "moto[server]==5.2.5"       # moto_server: the S3-compatible artifact store
   "hatchling==1.33.0"         # build backend, to install this package from the repo offline
 )

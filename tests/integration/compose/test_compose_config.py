@@ -135,6 +135,8 @@ def test_airflow_services_share_the_image_built_from_the_repo(compose_config):
     dockerfile = (REPO_ROOT / "deploy/airflow/Dockerfile").read_text()
     assert "COPY airflow_mlops_provider/ /src/airflow_mlops_provider/" in dockerfile
     assert 'pip install --quiet "/src[all]"' in dockerfile
+    # Airflow 3 on PostgreSQL needs the sync driver and the async one it derives from the URI.
+    assert "psycopg2-binary asyncpg" in dockerfile
 
 
 def test_airflow_runs_on_postgres_with_local_executor(compose_config):
@@ -152,7 +154,7 @@ def test_airflow_runs_on_postgres_with_local_executor(compose_config):
 
 def test_mlflow_uses_postgres_and_s3_through_boto3(compose_config):
     env = compose_config["services"]["mlflow"]["environment"]
-    assert env["MLFLOW_BACKEND_STORE_URI"] == "postgresql://mlflow:mlflow@postgres:5432/mlflow"
+    assert env["MLFLOW_BACKEND_STORE_URI"] == "postgresql+psycopg2://mlflow:mlflow@postgres:5432/mlflow"
     assert env["MLFLOW_S3_ENDPOINT_URL"] == "http://s3:9000"
     assert env["AWS_ACCESS_KEY_ID"]
     assert env["AWS_SECRET_ACCESS_KEY"]

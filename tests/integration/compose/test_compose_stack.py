@@ -150,7 +150,7 @@ def stack(docker_engine):
 @pytest.mark.docker
 @pytest.mark.slow
 @pytest.mark.skipif(not _enabled("MLOPS_COMPOSE_UP"), reason="set MLOPS_COMPOSE_UP=1 to run the stack")
-def test_stack_turns_healthy_and_runs_a_dag(stack, report_figure):
+def test_stack_turns_healthy_and_runs_a_dag(stack, report_figure, monkeypatch):
     start = time.monotonic()
     deadline = start + 900
     while True:
@@ -184,6 +184,8 @@ def test_stack_turns_healthy_and_runs_a_dag(stack, report_figure):
     # MLflow: a run with an artifact goes through the server to the S3 store (boto3 server-side).
     import mlflow
 
+    # Presigned download URLs name http://s3:9000, which only resolves inside the stack's network.
+    monkeypatch.setenv("MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD", "false")
     mlflow.set_tracking_uri(f"http://127.0.0.1:{stack.ports['MLOPS_MLFLOW_PORT']}")
     experiment = mlflow.set_experiment("compose-stack-test")
     assert experiment.artifact_location.startswith("mlflow-artifacts:/")
