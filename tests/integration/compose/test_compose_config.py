@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.conftest import REPO_ROOT
 from tests.integration.compose.conftest import resolved_config
@@ -165,7 +167,14 @@ def test_mlflow_uses_postgres_and_s3_through_boto3(compose_config):
 def test_redis_is_the_feast_online_store(compose_config):
     services = compose_config["services"]
     assert services["redis"]["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
-    assert services["airflow-scheduler"]["environment"]["MLOPS_FEAST_REDIS"] == "redis:6379"
+    env = services["airflow-scheduler"]["environment"]
+    assert env["MLOPS_FEAST_REDIS"] == "redis:6379"
+    feast = json.loads(env["AIRFLOW_CONN_FEAST_DEFAULT"])
+    assert feast["conn_type"] == "feast"
+    assert feast["extra"]["repo_path"] == "/tmp/mlops-stack/example/feature_repo"
+    store = yaml.safe_load(feast["extra"]["feature_store_yaml"])
+    assert store["online_store"] == {"type": "redis", "connection_string": "redis:6379"}
+    assert store["registry"] == "/tmp/mlops-stack/example/feature_repo/data/registry.db"
 
 
 def test_published_ports_bind_loopback_and_follow_the_environment():
