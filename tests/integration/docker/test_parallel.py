@@ -22,10 +22,22 @@ from tests.integration.docker.conftest import task_containers, unique_dag_id
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 
 
-def _run_workers(dag_id: str, image: str, count: int, sleep: float) -> list[dict]:
+def _run_workers(dag_id: str, image: str, count: int, sleep: float, sync_dir) -> list[dict]:
+    sync_dir.mkdir()
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "tests.integration.docker._worker", dag_id, str(i), image, str(sleep)],
+            [
+                sys.executable,
+                "-m",
+                "tests.integration.docker._worker",
+                dag_id,
+                str(i),
+                image,
+                str(sleep),
+                str(sync_dir),
+                "4",
+                str(count),
+            ],
             cwd=REPO_ROOT,
             env=airflow_env(),
             stdout=subprocess.PIPE,
@@ -48,10 +60,10 @@ def _overlap(a: dict, b: dict) -> bool:
     return a["start"] < b["end"] and b["start"] < a["end"]
 
 
-def test_four_tasks_run_at_once_on_four_distinct_devices(base_image, cli, lease_dir):
+def test_four_tasks_run_at_once_on_four_distinct_devices(base_image, cli, lease_dir, tmp_path):
     dag_id = unique_dag_id("par4")
-    # Each container holds its GPU long enough for all four worker processes to start.
-    results = _run_workers(dag_id, base_image, 4, sleep=12)
+    # Each container waits (at most 120 s) until all four have started, then holds 1 s more.
+    results = _run_workers(dag_id, base_image, 4, sleep=1, sync_dir=tmp_path / "sync")
     devices = [r["devices"] for r in results]
     assert sorted(devices) == ["0", "1", "2", "3"]
     # All four ran at the same time: the latest start is before the earliest end.
@@ -60,9 +72,10 @@ def test_four_tasks_run_at_once_on_four_distinct_devices(base_image, cli, lease_
     assert task_containers(cli, dag_id) == []
 
 
-def test_six_tasks_never_share_a_device_and_the_extra_ones_wait(base_image, cli, lease_dir):
+def test_six_tasks_never_share_a_device_and_the_extra_ones_wait(base_image, cli, lease_dir, tmp_path):
     dag_id = unique_dag_id("par6")
-    results = _run_workers(dag_id, base_image, 6, sleep=8)
+    # The first four wait for each other, so the last two find every device leased.
+    results = _run_workers(dag_id, base_image, 6, sleep=2, sync_dir=tmp_path / "sync")
     assert all(r["devices"] in {"0", "1", "2", "3"} for r in results)
     for a, b in itertools.combinations(results, 2):
         if _overlap(a, b):

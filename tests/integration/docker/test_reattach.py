@@ -64,6 +64,13 @@ def _start_events(cli, dag_id: str, since: int) -> list[dict]:
     return list(events)
 
 
+def _dag_folder(tmp_path, dag_id: str, image: str, *, sleep: int):
+    folder = tmp_path / "dags"
+    folder.mkdir()
+    (folder / "d.py").write_text(DAG.format(dag_id=dag_id, image=image, code=CODE, sleep=sleep))
+    return folder
+
+
 def _kill_first_try(cli, dag_id: str, folder, run_id: str) -> None:
     proc = subprocess.Popen(
         [str(VENV_BIN / "airflow"), "tasks", "test", dag_id, "t", run_id],
@@ -82,10 +89,8 @@ def test_rerun_after_sigkill_reattaches_to_the_running_container(
     base_image, cli, lease_dir, airflow_db, tmp_path
 ):
     dag_id = unique_dag_id("reattach")
-    folder = tmp_path / "dags"
-    folder.mkdir()
-    # Long enough to outlive the rerun's start-up, short enough to keep the test quick.
-    (folder / "d.py").write_text(DAG.format(dag_id=dag_id, image=base_image, code=CODE, sleep=240))
+    # The container runs until the test says go (at most 240 s), so the rerun finds it running.
+    folder = _dag_folder(tmp_path, dag_id, base_image, sleep=240)
     since = int(time.time()) - 1
     try:
         _kill_first_try(cli, dag_id, folder, LOGICAL_DATE)
@@ -129,9 +134,7 @@ def test_rerun_collects_the_result_of_a_container_that_already_finished(
     base_image, cli, lease_dir, airflow_db, tmp_path
 ):
     dag_id = unique_dag_id("reattach_done")
-    folder = tmp_path / "dags"
-    folder.mkdir()
-    (folder / "d.py").write_text(DAG.format(dag_id=dag_id, image=base_image, code=CODE, sleep=1))
+    folder = _dag_folder(tmp_path, dag_id, base_image, sleep=1)
     since = int(time.time()) - 1
     try:
         _kill_first_try(cli, dag_id, folder, LOGICAL_DATE)
