@@ -290,6 +290,7 @@ def run_airflow(repo, views: list[str], tasks: int, batch: int, work: Path) -> d
         "sum_task_vmhwm_kb": sum(r["vmhwm_kb"] for r in records),
         "max_task_vmhwm_kb": max(r["vmhwm_kb"] for r in records),
         "rows_written": sum(v["rows"] for r in records for v in r["summary"].values()),
+        "view_seconds": {k: v["seconds"] for r in records for k, v in r["summary"].items()},
     }
 
 
@@ -365,6 +366,7 @@ def main() -> None:
     print(f"speed-up (CLI wall / ours task window): {cli['wall'] / ours['task_window']:.2f}x (target >= 1.5x)")
     print(f"speed-up (CLI wall / ours whole DAG run): {cli['wall'] / ours['dag_run']:.2f}x")
     print(f"task durations (map_index, s): {ours['tasks']}")
+    print(f"materialize seconds per view inside the tasks: {ours['view_seconds']}")
     print()
     print(f"peak RSS CLI process (ru_maxrss):                  {cli['maxrss_kb'] / mb:8.0f} MiB")
     print(f"peak RSS CLI process tree (sampled):               {cli['tree_peak_kb'] / mb:8.0f} MiB")
