@@ -168,6 +168,11 @@ class MlflowHook(BaseHook):
         except Exception:
             return f"<connection {self.mlflow_conn_id!r}>"
 
+    @property
+    def registry_is_http(self) -> bool:
+        """True when the registry is a tracking server reached over HTTP(S)."""
+        return self.registry_uri.split("://", 1)[0] in _HTTP_SCHEMES
+
     def create_model_version_once(
         self,
         *,
@@ -187,7 +192,7 @@ class MlflowHook(BaseHook):
         :raises mlflow.exceptions.MlflowException: No answer (connection refused, reset...).
         """
         uri = self.registry_uri
-        if uri.split("://", 1)[0] not in _HTTP_SCHEMES:
+        if not self.registry_is_http:
             return self.client.create_model_version(
                 name=name,
                 source=source,

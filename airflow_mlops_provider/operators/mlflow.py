@@ -271,16 +271,18 @@ class MlflowRegisterModelOperator(_MlflowRegistryOperator):
         for attempt in range(1, attempts + 1):
             try:
                 return self.hook.create_model_version_once(name=name, description=self.description, **create)
-            except RestException as err:
-                if err.error_code == "RESOURCE_DOES_NOT_EXIST" and not created_model:
+            except MlflowException as err:
+                # An HTTP error, or any error of an embedded (sqlite:, file:) registry, is an answer.
+                answered = isinstance(err, RestException) or not self.hook.registry_is_http
+                if answered and err.error_code == "RESOURCE_DOES_NOT_EXIST" and not created_model:
                     self._create_registered_model(client, name)
                     created_model = True
                     continue
-                raise ModelRegistryError(
-                    f"Could not create a version of {name!r} from {create['source']!r}: {err}",
-                    model_name=name,
-                ) from err
-            except MlflowException as err:
+                if answered:
+                    raise ModelRegistryError(
+                        f"Could not create a version of {name!r} from {create['source']!r}: {err}",
+                        model_name=name,
+                    ) from err
                 self.log.warning("No answer to create a version of %s (attempt %d): %s", name, attempt, err)
                 try:
                     found = self._versions_of_ti(client, name, ti_key)
