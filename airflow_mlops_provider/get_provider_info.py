@@ -117,6 +117,16 @@ def get_provider_info() -> dict[str, Any]:
                         "example": "kubernetes",
                         "default": "docker",
                     },
+                    "docker_host_gpus": {
+                        "description": "GPUs of the Docker host(s) GpuDockerOperator starts "
+                        "containers on: a count ('4'), device ids ('0,1,3'), or JSON mapping a "
+                        "docker_url to either. Empty: discover them with nvidia-smi in a helper "
+                        "container.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "4",
+                        "default": "",
+                    },
                     "gpu_lease_dir": {
                         "description": "Directory where GpuDockerOperator records which GPU "
                         "device ids are leased on this host (shared by all workers of the host).",
