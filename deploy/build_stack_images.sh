@@ -14,7 +14,7 @@ fi
 services=(postgres redis s3 mlflow airflow-init)
 for service in "${services[@]}"; do
   start=$(date +%s)
-  docker-compose build --quiet "$service" >/dev/null
+  docker-compose build --quiet --force-rm "$service" >/dev/null
   image=$(docker-compose config | /usr/bin/python3 -c "import sys, yaml; print(yaml.safe_load(sys.stdin)['services']['$service']['image'])" 2>/dev/null || true)
   size=$(docker image inspect -f '{{.Size}}' "$image" 2>/dev/null || echo 0)
   printf '%-14s %-34s built in %4ss  %6s MB\n' "$service" "$image" "$(( $(date +%s) - start ))" "$(( size / 1000000 ))"
