@@ -93,15 +93,15 @@ def main() -> int:
 
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
-            page = browser.new_page(viewport={"width": 1440, "height": 1000})
+            page = browser.new_page(viewport={"width": 1440, "height": 2000})
             page.goto(f"{base}/dags/mlops_training_pipeline", wait_until="networkidle")
             page.get_by_role("button", name="Trigger").first.click()
-            page.wait_for_timeout(1500)
-            advanced = page.get_by_text("Run Parameters")
-            if advanced.count():
-                advanced.first.click()
-                page.wait_for_timeout(800)
-            page.screenshot(path=str(OUT / "trigger_form.png"))
+            page.get_by_text("Run Parameters").first.wait_for(timeout=30_000)
+            page.wait_for_timeout(1000)
+            page.get_by_role("button", name="Run Parameters").first.click()
+            page.get_by_text("Search space, family A").first.wait_for(state="visible", timeout=30_000)
+            page.wait_for_timeout(1000)
+            page.screenshot(path=str(OUT / "trigger_form.png"), full_page=True)
             page.keyboard.press("Escape")
             page.goto(
                 f"{base}/dags/mlops_training_pipeline/runs/{run_id}/tasks/train/mapped", wait_until="networkidle"
