@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,8 @@ os.environ["PATH"] = f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"
 
 import pytest  # noqa: E402
 
+from tests.support.ports import free_port  # noqa: E402,F401 (re-exported for tests)
+
 
 def pytest_configure(config: pytest.Config) -> None:
     for marker, text in [
@@ -41,13 +42,6 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     shutil.rmtree(_AIRFLOW_HOME, ignore_errors=True)
-
-
-def free_port() -> int:
-    """Return a free TCP port on loopback."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def airflow_env(**extra: str) -> dict[str, str]:

@@ -17,7 +17,6 @@ Starting the server costs a few seconds: start it once per module or session.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,14 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tests.support.ports import free_port
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -96,7 +91,7 @@ def start_mlflow_server(workdir: Path | str | None = None, *, timeout: float = 9
     artifacts = workdir / "artifacts"
     artifacts.mkdir(exist_ok=True)
     backend = f"sqlite:///{workdir / 'mlflow.db'}"
-    port = _free_port()
+    port = free_port()
     mlflow_bin = Path(sys.executable).parent / "mlflow"
     args = [
         str(mlflow_bin),

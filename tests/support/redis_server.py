@@ -16,14 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tests.support.ports import free_port
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -93,7 +89,7 @@ def start_redis_server(*, password: str | None = None, timeout: float = 20.0) ->
     if binary is None:
         raise RuntimeError("redis-server is not installed (Debian package: redis-server)")
     workdir = Path(tempfile.mkdtemp(prefix="mlops-redis-"))
-    port = _free_port()
+    port = free_port()
     args = [
         binary,
         "--bind",
