@@ -139,3 +139,25 @@ def deterministic_name(identity: Mapping[str, str], *, prefix: str = "mlops", ma
     room = max_length - len(prefix) - 1 - len(suffix)
     readable = readable[: max(room, 0)].strip("-")
     return f"{prefix}-{readable}{suffix}" if readable else f"{prefix}{suffix}"
+
+
+def plain_resources_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Return ``kwargs`` with a ``Resources`` under ``resources`` replaced by its dict."""
+    value = kwargs.get("resources")
+    if isinstance(value, Resources):
+        return {**kwargs, "resources": value.to_dict()}
+    return kwargs
+
+
+class ResourcesPartialMixin:
+    """
+    Lets ``.partial(resources=Resources(...))`` work on our operators.
+
+    ``resources`` is also the name of BaseOperator's own argument, and Airflow deserialises a
+    non-dict ``resources`` in ``partial()`` as its executor ``Resources``, which fails when the
+    scheduler loads the DAG. A ``Resources`` given to ``partial()`` therefore travels as its dict.
+    """
+
+    @classmethod
+    def partial(cls, **kwargs: Any) -> Any:
+        return super().partial(**plain_resources_kwargs(kwargs))  # type: ignore[misc]

@@ -122,8 +122,6 @@ def split_runtime_kwargs(
 
 
 def _build_class(runtime: str) -> type[BaseOperator]:
-    from airflow_mlops_provider.compute import Resources
-
     base: type[BaseOperator]
     if runtime == "docker":
         from airflow_mlops_provider.operators.docker import GpuDockerOperator
@@ -148,13 +146,6 @@ def _build_class(runtime: str) -> type[BaseOperator]:
         if ignored:
             self.log.debug("Runtime is %s; ignoring %s", runtime, ", ".join(ignored))
 
-    def partial(cls: Any, **kwargs: Any) -> Any:
-        # A Resources object in partial() would be read back as Airflow's executor Resources.
-        value = kwargs.get("resources")
-        if isinstance(value, Resources):
-            kwargs = {**kwargs, "resources": value.to_dict()}
-        return super(new_cls, cls).partial(**kwargs)
-
     class_name = _CLASS_NAMES[runtime]
     doc = (
         f"``{base.__name__}`` as returned by ``container_operator({runtime!r})``.\n\n"
@@ -168,7 +159,5 @@ def _build_class(runtime: str) -> type[BaseOperator]:
         "__qualname__": class_name,
         "__doc__": doc,
         "runtime": runtime,
-        "partial": classmethod(partial),
     }
-    new_cls: type[BaseOperator] = type(class_name, (base,), namespace)
-    return new_cls
+    return type(class_name, (base,), namespace)

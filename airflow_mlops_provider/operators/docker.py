@@ -19,6 +19,7 @@ from airflow_mlops_provider.gpu_leases import GpuLease, acquire_gpu_lease, try_l
 from airflow_mlops_provider.operators._common import (
     RESULT_DIR,
     RESULT_FILE,
+    ResourcesPartialMixin,
     contains_template,
     deterministic_name,
     env_as_strings,
@@ -52,7 +53,7 @@ _LABEL_PREFIX = "airflow-mlops."
 _RUNNING_STATES = ("running", "restarting", "paused")
 
 
-class GpuDockerOperator(DockerOperator):
+class GpuDockerOperator(ResourcesPartialMixin, DockerOperator):
     """
     Run a container on a Docker host with GPUs, hard limits, a JSON result, reattach and cleanup.
 

@@ -36,6 +36,7 @@ from airflow_mlops_provider.compute import (
     build_shm_volume,
 )
 from airflow_mlops_provider.operators._common import (
+    ResourcesPartialMixin,
     contains_template,
     env_as_strings,
     resources_for_execute,
@@ -54,14 +55,6 @@ __all__ = ["MANAGED_BY_LABEL", "GpuKubernetesPodOperator"]
 #: Label put on every pod this operator starts (besides KPO's dag_id/task_id/run_id/... labels).
 MANAGED_BY_LABEL = {"app.kubernetes.io/managed-by": "airflow-mlops-provider"}
 _SHM_VOLUME_NAME = "mlops-dshm"
-
-
-def plain_resources_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Return ``kwargs`` with a ``Resources`` under ``resources`` replaced by its dict."""
-    value = kwargs.get("resources")
-    if isinstance(value, Resources):
-        return {**kwargs, "resources": value.to_dict()}
-    return kwargs
 
 
 def command_as_args(command: str | Sequence[Any] | None) -> list[str]:
@@ -110,7 +103,7 @@ def merge_required_node_affinity(
     return merged
 
 
-class GpuKubernetesPodOperator(KubernetesPodOperator):
+class GpuKubernetesPodOperator(ResourcesPartialMixin, KubernetesPodOperator):
     """
     Run a container in a Kubernetes pod sized by ``Resources``, GPUs included.
 
@@ -186,16 +179,6 @@ class GpuKubernetesPodOperator(KubernetesPodOperator):
         self.compute_resources = resources_for_init(resources)
         self.gpu_type_label = gpu_type_label
         self.gpu_tolerations = gpu_tolerations
-
-    @classmethod
-    def partial(cls, **kwargs: Any) -> Any:
-        """
-        Start a mapped task; a ``Resources`` given here travels as its dict.
-
-        ``resources`` is also the name of BaseOperator's own argument, and Airflow deserialises a
-        non-dict ``resources`` in ``partial()`` as its executor ``Resources``, which fails.
-        """
-        return super().partial(**plain_resources_kwargs(kwargs))
 
     # -- the pod ----------------------------------------------------------------------------
 

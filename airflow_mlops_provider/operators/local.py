@@ -31,6 +31,7 @@ from airflow.sdk.exceptions import AirflowException
 from airflow_mlops_provider.exceptions import ContainerFailedError
 from airflow_mlops_provider.operators._common import (
     RESULT_FILE,
+    ResourcesPartialMixin,
     env_as_strings,
     resources_for_execute,
     resources_for_init,
@@ -41,7 +42,7 @@ from airflow_mlops_provider.operators._common import (
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-class LocalProcessOperator(BaseOperator):
+class LocalProcessOperator(ResourcesPartialMixin, BaseOperator):
     """
     Run ``command`` as a local process with the container runtimes' contract.
 
