@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 dir=${1:-.wheelhouse/stack}
 uv_bin=$(command -v uv || echo .tools/bin/uv)
 python=${PYTHON:-python3}
-# Not in uv.lock: keep these pins in step with docs/sections/compose.md.
+# Not in uv.lock: keep these pins in step with the README section "The full stack with docker-compose".
 extra_pins=(
   "psycopg2-binary==2.9.13"   # PostgreSQL driver for Airflow's and MLflow's metadata
   "asyncpg==0.32.0"           # the async PostgreSQL driver Airflow 3 derives from the sync URI

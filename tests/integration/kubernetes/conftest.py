@@ -1,6 +1,6 @@
 """The live Kubernetes suite runs against the cluster named by KUBECONFIG, and is skipped without one.
 
-See docs/sections/kubernetes.md ("Run the live suite on kind") for a throw-away cluster.
+See the README section "Run the live suite on kind" for a throw-away cluster.
 Settings: MLOPS_K8S_NAMESPACE (default ``default``), MLOPS_EXAMPLE_IMAGE (an image the cluster can
 run, default ``mlops-base:bookworm``, e.g. loaded with ``kind load docker-image``) and
 MLOPS_LIVE_GPUS (GPUs per trial, default 0: kind has none).
@@ -14,7 +14,7 @@ import pytest
 
 SKIP_REASON = (
     "KUBECONFIG is not set: the live Kubernetes suite needs a cluster "
-    "(see docs/sections/kubernetes.md for a kind cluster)"
+    "(see 'Run the live suite on kind' in the README)"
 )
 
 
