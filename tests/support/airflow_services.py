@@ -31,6 +31,23 @@ class RestApi:
         self.base = base
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+        """
+        Send one request; return (status, JSON body).
+
+        Airflow on SQLite answers 500 "Database error" when its writer lock is held past the
+        timeout by another process (scheduler, task supervisors). That is SQLite's single-writer
+        limit, not the behaviour under test, so such an answer is retried a few times.
+        """
+        for _ in range(5):
+            status, answer = self._call_once(method, path, body)
+            detail = answer.get("detail") if isinstance(answer, dict) else None
+            if status == 500 and isinstance(detail, dict) and detail.get("reason") == "Database error":
+                time.sleep(2)
+                continue
+            return status, answer
+        return status, answer
+
+    def _call_once(self, method: str, path: str, body: dict[str, Any] | None) -> tuple[int, Any]:
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(
             f"{self.base}{path}", data=data, method=method, headers={"Content-Type": "application/json"}
