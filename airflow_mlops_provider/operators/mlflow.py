@@ -78,6 +78,23 @@ def compare_metrics(
     return delta > min_delta and not math.isclose(delta, min_delta, rel_tol=1e-9, abs_tol=1e-12), delta
 
 
+def parse_min_delta(value: Any, *, error: type[Exception] = ValueError) -> float:
+    """
+    Return ``min_delta`` as a float >= 0; a number or its text (what a rendered template gives).
+
+    :raises error: naming the value when it is not a finite number >= 0.
+    """
+    number = math.nan
+    if not isinstance(value, bool) and isinstance(value, (int, float, str)):
+        try:
+            number = float(value)
+        except ValueError:
+            pass
+    if not (math.isfinite(number) and number >= 0):
+        raise error(f"min_delta must be a number >= 0, got {value!r}")
+    return number
+
+
 def _emit_model_event(context: Context, model_name: str, outlets: Sequence[Any], extra: dict) -> None:
     """Add an event on the model's Asset (through the events alias and any matching outlet)."""
     events = context["outlet_events"]
@@ -420,14 +437,15 @@ class MlflowPromoteModelOperator(_MlflowRegistryOperator):
     :param metric: Run metric to compare, e.g. ``val_auc``. (templated)
     :param mode: ``"max"`` when higher is better, ``"min"`` when lower is better.
     :param alias: The alias to move. (templated)
-    :param min_delta: Required improvement (>= 0), in the metric's units.
+    :param min_delta: Required improvement (>= 0), in the metric's units; a number, or a
+        template such as ``"{{ params.min_delta }}"``. (templated)
     :param challenger_metric_value: Use this value instead of the challenger run's metric. (templated)
     :param emit_asset_event: Emit an event on ``mlflow-model://<model_name>`` on promotion.
     :param mlflow_conn_id: Airflow connection of type ``mlflow``.
     """
 
     template_fields: Sequence[str] = (
-        "model_name", "challenger_version", "metric", "alias", "challenger_metric_value",
+        "model_name", "challenger_version", "metric", "alias", "min_delta", "challenger_metric_value",
     )  # fmt: skip
 
     def __init__(
@@ -438,7 +456,7 @@ class MlflowPromoteModelOperator(_MlflowRegistryOperator):
         metric: str,
         mode: str = "max",
         alias: str = "champion",
-        min_delta: float = 0.0,
+        min_delta: float | str = 0.0,
         challenger_metric_value: float | str | None = None,
         emit_asset_event: bool = True,
         mlflow_conn_id: str = MlflowHook.default_conn_name,
@@ -447,14 +465,14 @@ class MlflowPromoteModelOperator(_MlflowRegistryOperator):
         super().__init__(mlflow_conn_id=mlflow_conn_id, emit_asset_event=emit_asset_event, **kwargs)
         if mode not in MODES:
             raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
-        if isinstance(min_delta, bool) or not isinstance(min_delta, (int, float)) or not min_delta >= 0:
-            raise ValueError(f"min_delta must be a number >= 0, got {min_delta!r}")
+        if not contains_template(min_delta):
+            min_delta = parse_min_delta(min_delta)
         self.model_name = model_name
         self.challenger_version = challenger_version
         self.metric = metric
         self.mode = mode
         self.alias = alias
-        self.min_delta = float(min_delta)
+        self.min_delta = min_delta
         self.challenger_metric_value = challenger_metric_value
 
     def _metric_of(self, client: Any, name: str, version: str, role: str) -> float:
@@ -475,6 +493,7 @@ class MlflowPromoteModelOperator(_MlflowRegistryOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         name, alias, metric = self._required("model_name"), self._required("alias"), self._required("metric")
         challenger = self._version("challenger_version")
+        min_delta = parse_min_delta(self.min_delta, error=AirflowFailException)
         client = self.hook.get_conn()
         if self.challenger_metric_value not in (None, ""):
             try:
@@ -495,7 +514,7 @@ class MlflowPromoteModelOperator(_MlflowRegistryOperator):
         else:
             champion_value = self._metric_of(client, name, champion, "champion") if champion else None
             promote, delta = compare_metrics(
-                challenger_value, champion_value, mode=self.mode, min_delta=self.min_delta
+                challenger_value, champion_value, mode=self.mode, min_delta=min_delta
             )
         decision = "promote" if promote else "keep"
         tags = {
@@ -503,7 +522,7 @@ class MlflowPromoteModelOperator(_MlflowRegistryOperator):
             "metric": metric,
             "mode": self.mode,
             "alias": alias,
-            "min_delta": repr(self.min_delta),
+            "min_delta": repr(min_delta),
             "challenger_value": repr(challenger_value),
             "champion_value": "" if champion_value is None else repr(champion_value),
             "champion_version": champion or "",
@@ -516,7 +535,7 @@ class MlflowPromoteModelOperator(_MlflowRegistryOperator):
         self.log.info(
             "%s %s: challenger v%s %s=%s vs champion v%s %s (delta %s, min_delta %s) -> %s",
             name, alias, challenger, metric, challenger_value, champion, champion_value,
-            delta, self.min_delta, decision,
+            delta, min_delta, decision,
         )  # fmt: skip
         result = {
             "decision": decision,
@@ -547,4 +566,5 @@ __all__ = [
     "MlflowSetAliasOperator",
     "compare_metrics",
     "mlflow_model_uri",
+    "parse_min_delta",
 ]

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_mlops_provider.assets.mlflow import (
     MLFLOW_MODEL_EVENTS_ALIAS,
@@ -19,6 +20,7 @@ from airflow_mlops_provider.operators.mlflow import (
     MlflowRegisterModelOperator,
     MlflowSetAliasOperator,
     compare_metrics,
+    parse_min_delta,
 )
 from airflow_mlops_provider.sensors.mlflow import MlflowModelVersionSensor
 from airflow_mlops_provider.triggers.mlflow import MlflowModelVersionTrigger
@@ -48,9 +50,11 @@ def test_register_rejects_bad_arguments(kwargs, message):
     [
         ({"mode": "maximize"}, "mode must be 'max' or 'min', got 'maximize'"),
         ({"min_delta": -0.1}, "min_delta must be a number >= 0, got -0.1"),
-        ({"min_delta": "0.1"}, "min_delta must be a number >= 0, got '0.1'"),
+        ({"min_delta": "0.1x"}, "min_delta must be a number >= 0, got '0.1x'"),
+        ({"min_delta": float("nan")}, "min_delta must be a number >= 0, got nan"),
+        ({"min_delta": True}, "min_delta must be a number >= 0, got True"),
     ],
-    ids=["bad-mode", "negative-min-delta", "string-min-delta"],
+    ids=["bad-mode", "negative-min-delta", "not-a-number-min-delta", "nan-min-delta", "bool-min-delta"],
 )
 def test_promote_rejects_bad_arguments(kwargs, message):
     with pytest.raises(ValueError) as err:
@@ -58,6 +62,23 @@ def test_promote_rejects_bad_arguments(kwargs, message):
             task_id="p", model_name="m", challenger_version="1", metric="auc", **kwargs
         )
     assert str(err.value) == message
+
+
+def test_promote_min_delta_is_templated():
+    """A DAG param can set min_delta: kept as a template at parse time, checked after rendering."""
+    op = MlflowPromoteModelOperator(
+        task_id="p", model_name="m", challenger_version="1", metric="auc", min_delta="{{ params.min_delta }}"
+    )
+    assert "min_delta" in op.template_fields
+    op.render_template_fields({"params": {"min_delta": 0.02}})
+    assert parse_min_delta(op.min_delta) == 0.02
+    # A rendered value that is not a number >= 0 fails the task before MLflow is contacted.
+    op.min_delta = "-0.5"
+    with pytest.raises(AirflowFailException, match=r"min_delta must be a number >= 0, got '-0.5'"):
+        op.execute({})
+    assert MlflowPromoteModelOperator(
+        task_id="q", model_name="m", challenger_version="1", metric="auc", min_delta="0.25"
+    ).min_delta == 0.25
 
 
 @pytest.mark.parametrize(
