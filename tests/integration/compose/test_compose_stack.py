@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -78,7 +80,10 @@ class Stack:
             "MLOPS_REDIS_PORT": free_port(),
             "MLOPS_S3_PORT": free_port(),
         }
-        self.env = compose_env(**{k: str(v) for k, v in self.ports.items()})
+        # A fresh working directory for the example (bind-mounted at the same path everywhere).
+        self.home = tempfile.mkdtemp(prefix="mlops-stack-")
+        os.chmod(self.home, 0o777)
+        self.env = compose_env(MLOPS_STACK_HOME=self.home, **{k: str(v) for k, v in self.ports.items()})
         self.base = [*compose_command(), "-f", str(COMPOSE_FILE), "-p", "mlopsstacktest"]
 
     def compose(
@@ -143,14 +148,12 @@ def stack(docker_engine):
     finally:
         logs = running.compose("logs", "--tail", "40", check=False).stdout
         running.compose("down", "-v", "--remove-orphans", check=False)
+        shutil.rmtree(running.home, ignore_errors=True)
         print(logs[-8000:])
 
 
-@pytest.mark.integration
-@pytest.mark.docker
-@pytest.mark.slow
-@pytest.mark.skipif(not _enabled("MLOPS_COMPOSE_UP"), reason="set MLOPS_COMPOSE_UP=1 to run the stack")
-def test_stack_turns_healthy_and_runs_a_dag(stack, report_figure, monkeypatch):
+def _wait_healthy(stack: Stack, report_figure: Any) -> str:
+    """Wait until the 8 long-running services are healthy; return an API token."""
     start = time.monotonic()
     deadline = start + 900
     while True:
@@ -162,8 +165,25 @@ def test_stack_turns_healthy_and_runs_a_dag(stack, report_figure, monkeypatch):
         assert not any(v in {"unhealthy", "exited", "dead"} for v in long_running.values()), states
         time.sleep(10)
     report_figure(f"compose: 8 services healthy {time.monotonic() - start:.0f}s after `up -d`")
+    return stack.api("POST", "/auth/token", {"username": "admin", "password": "admin"})["access_token"]
 
-    token = stack.api("POST", "/auth/token", {"username": "admin", "password": "admin"})["access_token"]
+
+def _wait_run(stack: Stack, dag_id: str, run_id: str, token: str, timeout: float) -> str:
+    started = time.monotonic()
+    while True:
+        state = stack.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}", token=token)["state"]
+        if state in {"success", "failed"}:
+            return state
+        assert time.monotonic() - started < timeout, f"{dag_id} run {run_id} still {state} after {timeout} s"
+        time.sleep(5)
+
+
+@pytest.mark.integration
+@pytest.mark.docker
+@pytest.mark.slow
+@pytest.mark.skipif(not _enabled("MLOPS_COMPOSE_UP"), reason="set MLOPS_COMPOSE_UP=1 to run the stack")
+def test_stack_turns_healthy_and_runs_a_dag(stack, report_figure, monkeypatch):
+    token = _wait_healthy(stack, report_figure)
     deadline = time.monotonic() + 300
     while not _dag_exists(stack, "mlops_smoke", token):  # the dag-processor parses dags/ first
         assert time.monotonic() < deadline, "mlops_smoke not parsed after 300 s"
@@ -211,3 +231,59 @@ def test_stack_turns_healthy_and_runs_a_dag(stack, report_figure, monkeypatch):
         timeout=120,
     )
     assert f"{active.info.run_id}/artifacts/check.json" in listing.stdout, listing.stdout + listing.stderr
+
+
+@pytest.mark.integration
+@pytest.mark.docker
+@pytest.mark.slow
+@pytest.mark.skipif(not _enabled("MLOPS_COMPOSE_UP"), reason="set MLOPS_COMPOSE_UP=1 to run the stack")
+def test_stack_runs_the_training_pipeline_and_the_deploy_dag_fires(stack, report_figure):
+    """The example pipeline on the stack (trials in containers on the host's engine, MLflow on
+    PostgreSQL + S3, Feast online store on Redis), then the deploy DAG from the model's Asset."""
+    import mlflow
+
+    token = _wait_healthy(stack, report_figure)
+    pipeline, deploy = "mlops_training_pipeline", "mlops_deploy_on_new_champion"
+    deadline = time.monotonic() + 300
+    while not (_dag_exists(stack, pipeline, token) and _dag_exists(stack, deploy, token)):
+        assert time.monotonic() < deadline, "the example DAGs were not parsed within 300 s"
+        time.sleep(5)
+    # Unpausing the weekly pipeline makes the scheduler run last week's interval (catchup=False).
+    for dag_id in (deploy, pipeline):
+        stack.api("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False}, token=token)
+    started = time.monotonic()
+    while True:
+        runs = stack.api("GET", f"/api/v2/dags/{pipeline}/dagRuns", token=token)["dag_runs"]
+        if runs:
+            break
+        assert time.monotonic() - started < 300, "the scheduler created no run of the weekly pipeline"
+        time.sleep(5)
+    (run,) = runs
+    assert run["run_type"] == "scheduled", run
+    state = _wait_run(stack, pipeline, run["dag_run_id"], token, timeout=1800)
+    tis = stack.api("GET", f"/api/v2/dags/{pipeline}/dagRuns/{run['dag_run_id']}/taskInstances", token=token)
+    states = {(t["task_id"], t["map_index"]): t["state"] for t in tis["task_instances"]}
+    assert state == "success", states
+    trials = [k for k in states if k[0] == "train"]
+    assert len(trials) == 6, states
+    assert all(states[k] == "success" for k in trials), states
+    assert states[("deploy", -1)] == "success", states
+    report_figure(f"compose: mlops_training_pipeline ran on the stack in {time.monotonic() - started:.0f}s")
+
+    client = mlflow.MlflowClient(tracking_uri=f"http://127.0.0.1:{stack.ports['MLOPS_MLFLOW_PORT']}")
+    champion = client.get_model_version_by_alias("churn_classifier", "champion")
+    production = client.get_model_version_by_alias("churn_classifier", "production")
+    assert champion.version == production.version == "1"
+
+    # The deploy step's Asset event schedules the deployment DAG on the stack's own scheduler.
+    deadline = time.monotonic() + 600
+    while True:
+        runs = stack.api("GET", f"/api/v2/dags/{deploy}/dagRuns", token=token)["dag_runs"]
+        if runs and runs[0]["state"] in {"success", "failed"}:
+            break
+        assert time.monotonic() < deadline, f"{deploy} did not run within 600 s of the Asset event: {runs}"
+        time.sleep(5)
+    (deploy_run,) = runs
+    assert deploy_run["run_type"] == "asset_triggered", deploy_run
+    assert deploy_run["state"] == "success", deploy_run
+    report_figure(f"compose: {deploy} ran from the model Asset event ({deploy_run['dag_run_id']})")
