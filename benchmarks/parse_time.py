@@ -14,6 +14,13 @@ Two figures per file, each the median over several fresh interpreters (runs inte
 - **warm**: the same interpreter parses the file again N times (modules already imported).
 
 It also reports which client libraries ``operators.container`` pulls in for each runtime.
+
+Bytecode: an installed deployment has ``.pyc`` files for Airflow, the providers and this
+package (pip writes them at install time, the DAG processor on first import). By default the
+children may write them (``PYTHONDONTWRITEBYTECODE`` is dropped) and one unmeasured round runs
+first, so every variant imports compiled modules. ``--source`` keeps the caller's setting
+instead: where no ``.pyc`` exists, every module is compiled from source on each import, on
+both sides.
 Target: container/stock <= 1.05. Usage: ``.venv/bin/python benchmarks/parse_time.py [--runs 5]``.
 """
 
@@ -168,6 +175,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="fresh interpreters per variant")
     parser.add_argument("--repeats", type=int, default=20, help="warm parses per interpreter")
+    parser.add_argument(
+        "--source", action="store_true", help="do not let the children write .pyc files (see the docstring)"
+    )
     args = parser.parse_args()
 
     script = re.search(r'TRIAL_SCRIPT = """(.*?)"""', EXAMPLE.read_text(), re.S).group(1)
@@ -178,6 +188,8 @@ def main() -> None:
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "PYTHONPATH": str(REPO),
     }
+    if not args.source:
+        base_env.pop("PYTHONDONTWRITEBYTECODE", None)
     files: dict[str, tuple[Path, dict[str, str]]] = {}
     for runtime, spec in STOCK.items():
         stock = tmp / f"stock_{runtime}" / "mlops_gpu_container.py"
@@ -187,6 +199,9 @@ def main() -> None:
         files[f"container/{runtime}"] = (EXAMPLE, env)
         files[f"stock/{runtime}"] = (stock, env)
 
+    if not args.source:  # one unmeasured round: writes the .pyc files an installation has
+        for path, env in files.values():
+            _run(CHILD, str(path), "1", env=env)
     results: dict[str, list[dict]] = {name: [] for name in files}
     for _ in range(args.runs):  # interleaved, so load on the machine hits every variant alike
         for name, (path, env) in files.items():
@@ -196,6 +211,9 @@ def main() -> None:
         return statistics.median(r[key] for r in results[name])
 
     print(f"Parse time of {EXAMPLE.relative_to(REPO)} (DagBag, median of {args.runs} interpreters)")
+    print(
+        "modules: " + ("compiled from source on each import (--source)" if args.source else "from .pyc files")
+    )
     print("CPU ms = time.process_time() of the parsing process (robust on a shared machine); wall ms too.")
     print(
         f"{'variant':22} {'cold CPU':>9} {'cold wall':>10} {'warm CPU':>9} {'warm wall':>10}  client modules"

@@ -22,8 +22,6 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow_mlops_provider.gpu_leases import lease_dir_for_host
-
 if TYPE_CHECKING:
     from docker import APIClient
 
@@ -114,6 +112,8 @@ def discover_host_gpus(cli: APIClient, host: str, image: str, *, timeout: float 
     The answer (also a failure) is cached for ten minutes in the host's lease directory, so a
     sweep of many tasks runs the helper once.
     """
+    from airflow_mlops_provider.gpu_leases import lease_dir_for_host
+
     cache = lease_dir_for_host(host) / "inventory.json"
     with contextlib.suppress(OSError, ValueError):
         cached = json.loads(cache.read_text())
