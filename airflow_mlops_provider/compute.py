@@ -82,9 +82,7 @@ def parse_memory(value: str | int | float, *, field: str = "memory") -> int:
     :param field: The field name used in the error message.
     :raises ValueError: naming ``field`` and the value when it cannot be read or is not > 0.
     """
-    expected = (
-        f"{field} must be a positive quantity such as '512Mi', '8Gi', '4g' or a number of bytes"
-    )
+    expected = f"{field} must be a positive quantity such as '512Mi', '8Gi', '4g' or a number of bytes"
     if isinstance(value, bool):
         raise ValueError(f"{expected}, got {value!r}")
     if isinstance(value, (int, float)):
@@ -179,9 +177,7 @@ class Resources:
             raise ValueError(f"resources must be a mapping of {list(_FIELDS)}, got {data!r}")
         unknown = sorted(set(data) - set(_FIELDS))
         if unknown:
-            raise ValueError(
-                f"resources has unknown field(s) {unknown}; expected some of {list(_FIELDS)}"
-            )
+            raise ValueError(f"resources has unknown field(s) {unknown}; expected some of {list(_FIELDS)}")
         return cls(**dict(data))
 
     @classmethod
@@ -267,9 +263,7 @@ def _validate_gpu_ids(resources: Resources, gpu_ids: list[str] | None) -> list[s
     return ids
 
 
-def build_device_requests(
-    resources: Resources, gpu_ids: list[str] | None = None
-) -> list[DeviceRequest]:
+def build_device_requests(resources: Resources, gpu_ids: list[str] | None = None) -> list[DeviceRequest]:
     """
     Return Docker ``DeviceRequest`` objects for the GPUs in ``resources``.
 
@@ -290,9 +284,7 @@ def build_device_requests(
     return [DeviceRequest(driver="nvidia", count=resources.gpus, capabilities=[["gpu"]])]
 
 
-def build_docker_host_config(
-    resources: Resources, gpu_ids: list[str] | None = None
-) -> dict[str, Any]:
+def build_docker_host_config(resources: Resources, gpu_ids: list[str] | None = None) -> dict[str, Any]:
     """
     Return the DockerOperator/docker-py keyword arguments that enforce ``resources``.
 
@@ -350,9 +342,7 @@ def build_k8s_resource_requirements(resources: Resources) -> k8s.V1ResourceRequi
     return k8s.V1ResourceRequirements(requests=dict(quantities), limits=dict(quantities))
 
 
-def build_gpu_node_affinity(
-    resources: Resources, gpu_type_label: str | None = None
-) -> k8s.V1Affinity | None:
+def build_gpu_node_affinity(resources: Resources, gpu_type_label: str | None = None) -> k8s.V1Affinity | None:
     """
     Return a required node affinity that pins the pod to nodes with ``resources.gpu_type``.
 
@@ -441,9 +431,7 @@ def build_gpu_tolerations(
     if not resources.gpus:
         return []
     if tolerations is None:
-        tolerations = [
-            {"key": resources.gpu_resource_name, "operator": "Exists", "effect": "NoSchedule"}
-        ]
+        tolerations = [{"key": resources.gpu_resource_name, "operator": "Exists", "effect": "NoSchedule"}]
     return [_toleration_from_dict(item) for item in tolerations]
 
 

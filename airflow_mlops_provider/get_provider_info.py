@@ -102,9 +102,7 @@ def get_provider_info() -> dict[str, Any]:
             "airflow_mlops_provider.links.mlflow.MlflowRunLink",
             "airflow_mlops_provider.links.mlflow.MlflowModelVersionLink",
         ],
-        "plugins": [
-            {"name": "mlops", "plugin-class": "airflow_mlops_provider.plugins.mlops.MlopsPlugin"}
-        ],
+        "plugins": [{"name": "mlops", "plugin-class": "airflow_mlops_provider.plugins.mlops.MlopsPlugin"}],
         "config": {
             "mlops": {
                 "description": "Settings of airflow-mlops-provider.",

@@ -46,7 +46,9 @@ def mlops_deploy_on_new_champion():
         scores = model.predict_proba(latest[FEATURES].to_numpy(dtype="float64"))[:, 1]
         out = example_home() / "predictions" / f"v{version.version}.parquet"
         out.parent.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame({"customer_id": latest["customer_id"], "churn_score": scores}).to_parquet(out, index=False)
+        pd.DataFrame({"customer_id": latest["customer_id"], "churn_score": scores}).to_parquet(
+            out, index=False
+        )
         return {
             "model": MODEL_NAME,
             "version": version.version,

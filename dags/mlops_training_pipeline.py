@@ -92,13 +92,24 @@ def _runtime_arguments() -> dict:
         "n_trials": n_trials_param(3, maximum=200),
         "seed": seed_param(0),
         "gpus_per_trial": gpus_per_trial_param(0, maximum=8),
-        "memory_per_trial": Param("1Gi", type="string", pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|[kKmMgGtT])?$",
-                                  title="Memory per trial", description="e.g. 512Mi, 2Gi"),
+        "memory_per_trial": Param(
+            "1Gi",
+            type="string",
+            pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|[kKmMgGtT])?$",
+            title="Memory per trial",
+            description="e.g. 512Mi, 2Gi",
+        ),
         "metric": metric_param("val_auc"),
         "mode": mode_param("max"),
         "rows_per_week": Param(4000, type="integer", minimum=200, maximum=1_000_000, title="Rows per week"),
-        "min_delta": Param(0.0, type="number", minimum=0, maximum=1, title="Promotion margin",
-                           description="The challenger replaces the champion only if its test AUC is higher by more than this"),
+        "min_delta": Param(
+            0.0,
+            type="number",
+            minimum=0,
+            maximum=1,
+            title="Promotion margin",
+            description="The challenger replaces the champion only if its test AUC is higher by more than this",
+        ),
     },
 )
 def mlops_training_pipeline():
@@ -165,7 +176,8 @@ def mlops_training_pipeline():
         training_set = ti.xcom_pull(task_ids="build_training_set")
         evaluation = evaluate_on_test_set(records, training_set["path"], metric=params["metric"])
         evaluation["leaderboard"] = [
-            {k: r.get(k) for k in ("rank", "trial_id", "params", "metrics", "gpus", "hostname")} for r in sweep["leaderboard"]
+            {k: r.get(k) for k in ("rank", "trial_id", "params", "metrics", "gpus", "hostname")}
+            for r in sweep["leaderboard"]
         ]
         return evaluation
 

@@ -103,7 +103,10 @@ def main() -> int:
     with log_path.open("w") as log:
         proc = subprocess.run(
             [airflow, "dags", "test", "mlops_training_pipeline", logical_date.isoformat()],
-            env=env, cwd=DEMO, stdout=log, stderr=subprocess.STDOUT,
+            env=env,
+            cwd=DEMO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     summary_path = example_home / "summary.json"
     if proc.returncode != 0 or not summary_path.exists():
@@ -115,8 +118,17 @@ def main() -> int:
         say("the champion moved: running mlops_deploy_on_new_champion (what its Asset schedule triggers)")
         with (DEMO / "deploy.log").open("w") as log:
             deployed = subprocess.run(
-                [airflow, "dags", "test", "mlops_deploy_on_new_champion", datetime.now(timezone.utc).isoformat()],
-                env=env, cwd=DEMO, stdout=log, stderr=subprocess.STDOUT,
+                [
+                    airflow,
+                    "dags",
+                    "test",
+                    "mlops_deploy_on_new_champion",
+                    datetime.now(timezone.utc).isoformat(),
+                ],
+                env=env,
+                cwd=DEMO,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         if deployed.returncode != 0:
             say(f"the deployment DAG failed; its log is {DEMO / 'deploy.log'}")
@@ -125,20 +137,28 @@ def main() -> int:
     print("=" * 72)
     print(f"mlops_training_pipeline: success in {time.time() - started:.0f}s (runtime: {runtime})")
     print(f"trials run:          {summary['trials']} ({summary['successful_trials']} succeeded)")
-    print(f"best trial:          {summary['best_trial']} family {summary['best_family']} "
-          f"params {summary['best_params']} test AUC {summary['test_auc']:.4f}")
+    print(
+        f"best trial:          {summary['best_trial']} family {summary['best_family']} "
+        f"params {summary['best_params']} test AUC {summary['test_auc']:.4f}"
+    )
     print("leaderboard (validation AUC):")
     for row in summary["leaderboard"][:8]:
         auc = (row.get("metrics") or {}).get("val_auc")
         print(f"  #{row.get('rank')}: {row['trial_id']} {row['params']} val_auc={auc}")
     print(f"registered version:  churn_classifier v{summary['registered_version']}")
-    print(f"promoted:            {'yes, now champion and production' if summary['promoted'] else 'no, champion kept'}")
+    print(
+        f"promoted:            {'yes, now champion and production' if summary['promoted'] else 'no, champion kept'}"
+    )
     print()
     print("Open the UIs:")
-    print(f"  Airflow: AIRFLOW_HOME={airflow_home} AIRFLOW__CORE__DAGS_FOLDER={REPO / 'dags'} "
-          f"{VENV_BIN / 'airflow'} standalone   # http://localhost:8080")
-    print(f"  MLflow:  cd {DEMO} && {VENV_BIN / 'mlflow'} ui --backend-store-uri sqlite:///mlflow.db "
-          "--port 5000   # http://localhost:5000")
+    print(
+        f"  Airflow: AIRFLOW_HOME={airflow_home} AIRFLOW__CORE__DAGS_FOLDER={REPO / 'dags'} "
+        f"{VENV_BIN / 'airflow'} standalone   # http://localhost:8080"
+    )
+    print(
+        f"  MLflow:  cd {DEMO} && {VENV_BIN / 'mlflow'} ui --backend-store-uri sqlite:///mlflow.db "
+        "--port 5000   # http://localhost:5000"
+    )
     print("=" * 72)
     return 0
 

@@ -71,7 +71,10 @@ def main() -> int:
     log = open(DEMO / "screenshots-api-server.log", "wb")
     server = subprocess.Popen(
         [airflow, "api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -117,7 +120,8 @@ def main() -> int:
             page.keyboard.press("Escape")
             page.set_viewport_size({"width": 1440, "height": 1000})
             page.goto(
-                f"{base}/dags/mlops_training_pipeline/runs/{run_id}/tasks/train/mapped", wait_until="networkidle"
+                f"{base}/dags/mlops_training_pipeline/runs/{run_id}/tasks/train/mapped",
+                wait_until="networkidle",
             )
             page.wait_for_timeout(1500)
             page.screenshot(path=str(OUT / "mapped_sweep.png"), full_page=True)

@@ -42,6 +42,7 @@ from airflow_mlops_provider.operators._common import (
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+
 class LocalProcessOperator(ResourcesPartialMixin, BaseOperator):
     """
     Run ``command`` as a local process with the container runtimes' contract.
@@ -88,7 +89,9 @@ class LocalProcessOperator(ResourcesPartialMixin, BaseOperator):
         self.return_result_file = return_result_file
         self.tail_lines = tail_lines
         self.ignored_arguments = [
-            name for name, value in (("docker_kwargs", docker_kwargs), ("kubernetes_kwargs", kubernetes_kwargs)) if value
+            name
+            for name, value in (("docker_kwargs", docker_kwargs), ("kubernetes_kwargs", kubernetes_kwargs))
+            if value
         ]
         self._process: subprocess.Popen[str] | None = None
 

@@ -87,7 +87,9 @@ def write_week(start: datetime, end: datetime, n_customers: int = 4000, seed: in
     part.parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(part, index=False)
     partitions = sorted(part.parent.parent.glob("week=*/part-0.parquet"))
-    features = pd.concat([pd.read_parquet(p, columns=["customer_id", "event_timestamp", *FEATURES]) for p in partitions])
+    features = pd.concat(
+        [pd.read_parquet(p, columns=["customer_id", "event_timestamp", *FEATURES]) for p in partitions]
+    )
     features["event_timestamp"] = pd.to_datetime(features["event_timestamp"], utc=True)
     target = features_path()
     tmp = target.with_suffix(".tmp.parquet")

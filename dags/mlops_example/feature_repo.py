@@ -28,10 +28,10 @@ def write_feature_repo(home: Path | None = None) -> Path:
             f"""\
             project: {PROJECT}
             provider: local
-            registry: {repo / 'data' / 'registry.db'}
+            registry: {repo / "data" / "registry.db"}
             online_store:
               type: sqlite
-              path: {repo / 'data' / 'online.db'}
+              path: {repo / "data" / "online.db"}
             offline_store:
               type: file
             entity_key_serialization_version: 3

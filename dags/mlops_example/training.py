@@ -20,7 +20,9 @@ def models_dir(run_key: str, home: Path | None = None) -> Path:
     return (home or example_home()) / "models" / run_key
 
 
-def build_training_set(start: datetime, feast_conn_id: str = "feast_default", seed: int = 0) -> dict[str, Any]:
+def build_training_set(
+    start: datetime, feast_conn_id: str = "feast_default", seed: int = 0
+) -> dict[str, Any]:
     """
     Join the week's labels with point-in-time features from Feast's offline store and split
     them 60/20/20 into train, validation and a held-out test set (an ``.npz`` file).
@@ -54,10 +56,16 @@ def build_training_set(start: datetime, feast_conn_id: str = "feast_default", se
         **{f"X_{k}": x[idx] for k, idx in parts.items()},
         **{f"y_{k}": y[idx] for k, idx in parts.items()},
     )
-    return {"path": str(path), **{f"rows_{k}": len(idx) for k, idx in parts.items()}, "positive_rate": float(y.mean())}
+    return {
+        "path": str(path),
+        **{f"rows_{k}": len(idx) for k, idx in parts.items()},
+        "positive_rate": float(y.mean()),
+    }
 
 
-def evaluate_on_test_set(results: list[dict[str, Any]], data_path: str, metric: str = "val_auc") -> dict[str, Any]:
+def evaluate_on_test_set(
+    results: list[dict[str, Any]], data_path: str, metric: str = "val_auc"
+) -> dict[str, Any]:
     """
     Take the best trial of each model family by its validation ``metric`` and score it on the
     held-out test set; the family with the best test AUC wins.
@@ -90,7 +98,9 @@ def evaluate_on_test_set(results: list[dict[str, Any]], data_path: str, metric: 
     return {"winner": winner, "candidates": candidates, "trials": len(results), "successful": len(ok)}
 
 
-def log_winner_to_mlflow(evaluation: dict[str, Any], mlflow_conn_id: str = "mlflow_default", experiment: str = MODEL_NAME) -> dict[str, Any]:
+def log_winner_to_mlflow(
+    evaluation: dict[str, Any], mlflow_conn_id: str = "mlflow_default", experiment: str = MODEL_NAME
+) -> dict[str, Any]:
     """Log the winning model, its parameters and its test metrics as an MLflow run."""
     import joblib
     import mlflow
@@ -107,8 +117,17 @@ def log_winner_to_mlflow(evaluation: dict[str, Any], mlflow_conn_id: str = "mlfl
     with mlflow.start_run(run_name=f"trial-{winner['trial_id']}") as run:
         mlflow.log_params({k: v for k, v in winner["params"].items()})
         mlflow.log_metrics(
-            {k: float(winner[k]) for k in ("val_auc", "val_logloss", "test_auc", "test_logloss") if k in winner}
+            {
+                k: float(winner[k])
+                for k in ("val_auc", "val_logloss", "test_auc", "test_logloss")
+                if k in winner
+            }
         )
         mlflow.set_tags({"trial_id": winner["trial_id"], "family": winner["family"]})
         mlflow.sklearn.log_model(model, name="model")
-    return {"run_id": run.info.run_id, "trial_id": winner["trial_id"], "family": winner["family"], "test_auc": winner["test_auc"]}
+    return {
+        "run_id": run.info.run_id,
+        "trial_id": winner["trial_id"],
+        "family": winner["family"],
+        "test_auc": winner["test_auc"],
+    }

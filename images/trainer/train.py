@@ -35,7 +35,9 @@ def build_model(family: str, params: dict):
     from sklearn.preprocessing import StandardScaler
 
     if family == "A":
-        return make_pipeline(StandardScaler(), LogisticRegression(C=float(params.get("C", 1.0)), max_iter=500))
+        return make_pipeline(
+            StandardScaler(), LogisticRegression(C=float(params.get("C", 1.0)), max_iter=500)
+        )
     if family == "B":
         return HistGradientBoostingClassifier(
             learning_rate=float(params.get("learning_rate", 0.1)),

@@ -90,12 +90,20 @@ def test_installing_the_provider_moves_nothing_already_installed(tmp_path, repor
         f"[all] added {len(added)} and moved {len(moved)} through third-party caps "
         + ", ".join(f"{n} {a}->{b}" for n, (a, b) in sorted(moved.items()))
     )
-    assert unexplained == {}, f"installing airflow-mlops-provider[all] moved installed packages: {unexplained}"
+    assert unexplained == {}, (
+        f"installing airflow-mlops-provider[all] moved installed packages: {unexplained}"
+    )
     assert {"mlflow", "feast", "boto3"} <= set(after)
 
     # The installed provider registers itself in that environment too.
     proc = subprocess.run(
-        [python, "-c", "from airflow_mlops_provider.get_provider_info import get_provider_info as g; print(g()['package-name'])"],
-        capture_output=True, text=True, check=True,
+        [
+            python,
+            "-c",
+            "from airflow_mlops_provider.get_provider_info import get_provider_info as g; print(g()['package-name'])",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert proc.stdout.strip() == "airflow-mlops-provider"

@@ -34,16 +34,46 @@ BAD_INPUTS = [
     ({"cpus": float("nan")}, "cpus must be a number > 0, got nan"),
     ({"cpus": float("inf")}, "cpus must be a number > 0, got inf"),
     ({"cpus": False}, "cpus must be a number > 0, got False"),
-    ({"memory": "lots"}, "memory must be a positive quantity such as '512Mi', '8Gi', '4g' or a number of bytes, got 'lots'"),
-    ({"memory": "8GB"}, "memory must be a positive quantity such as '512Mi', '8Gi', '4g' or a number of bytes, got '8GB'"),
-    ({"memory": "-1Gi"}, "memory must be a positive quantity such as '512Mi', '8Gi', '4g' or a number of bytes, got '-1Gi'"),
-    ({"memory": "0"}, "memory must be a positive quantity such as '512Mi', '8Gi', '4g' or a number of bytes, got '0'"),
-    ({"memory": 0}, "memory must be a positive quantity such as '512Mi', '8Gi', '4g' or a number of bytes, got 0"),
-    ({"memory": 1.5}, "memory must be a positive quantity such as '512Mi', '8Gi', '4g' or a number of bytes, got 1.5"),
-    ({"memory": "8 Zi"}, "memory must be a positive quantity such as '512Mi', '8Gi', '4g' or a number of bytes, got '8 Zi'"),
-    ({"memory": ["8Gi"]}, "memory must be a positive quantity such as '512Mi', '8Gi', '4g' or a number of bytes, got ['8Gi']"),
-    ({"shm_size": "big"}, "shm_size must be a positive quantity such as '512Mi', '8Gi', '4g' or a number of bytes, got 'big'"),
-    ({"shm_size": "0Mi"}, "shm_size must be a positive quantity such as '512Mi', '8Gi', '4g' or a number of bytes, got '0Mi'"),
+    (
+        {"memory": "lots"},
+        "memory must be a positive quantity such as '512Mi', '8Gi', '4g' or a number of bytes, got 'lots'",
+    ),
+    (
+        {"memory": "8GB"},
+        "memory must be a positive quantity such as '512Mi', '8Gi', '4g' or a number of bytes, got '8GB'",
+    ),
+    (
+        {"memory": "-1Gi"},
+        "memory must be a positive quantity such as '512Mi', '8Gi', '4g' or a number of bytes, got '-1Gi'",
+    ),
+    (
+        {"memory": "0"},
+        "memory must be a positive quantity such as '512Mi', '8Gi', '4g' or a number of bytes, got '0'",
+    ),
+    (
+        {"memory": 0},
+        "memory must be a positive quantity such as '512Mi', '8Gi', '4g' or a number of bytes, got 0",
+    ),
+    (
+        {"memory": 1.5},
+        "memory must be a positive quantity such as '512Mi', '8Gi', '4g' or a number of bytes, got 1.5",
+    ),
+    (
+        {"memory": "8 Zi"},
+        "memory must be a positive quantity such as '512Mi', '8Gi', '4g' or a number of bytes, got '8 Zi'",
+    ),
+    (
+        {"memory": ["8Gi"]},
+        "memory must be a positive quantity such as '512Mi', '8Gi', '4g' or a number of bytes, got ['8Gi']",
+    ),
+    (
+        {"shm_size": "big"},
+        "shm_size must be a positive quantity such as '512Mi', '8Gi', '4g' or a number of bytes, got 'big'",
+    ),
+    (
+        {"shm_size": "0Mi"},
+        "shm_size must be a positive quantity such as '512Mi', '8Gi', '4g' or a number of bytes, got '0Mi'",
+    ),
     ({"gpu_vendor": "intel"}, "gpu_vendor must be one of ['amd', 'nvidia'], got 'intel'"),
     ({"gpu_vendor": None}, "gpu_vendor must be one of ['amd', 'nvidia'], got None"),
     ({"gpu_type": "A100"}, "gpu_type is only valid with gpus >= 1, got gpu_type='A100' with gpus=0"),
@@ -53,7 +83,9 @@ BAD_INPUTS = [
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "message"), BAD_INPUTS, ids=[f"{k}={v!r}" for kw, _ in BAD_INPUTS for k, v in list(kw.items())[-1:]]
+    ("kwargs", "message"),
+    BAD_INPUTS,
+    ids=[f"{k}={v!r}" for kw, _ in BAD_INPUTS for k, v in list(kw.items())[-1:]],
 )
 def test_bad_values_raise_value_error_naming_field_and_value(kwargs, message):
     with pytest.raises(ValueError) as excinfo:
@@ -68,9 +100,15 @@ def test_bad_values_raise_value_error_naming_field_and_value(kwargs, message):
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        ({"gpu": 1}, "resources has unknown field(s) ['gpu']; expected some of ['cpus', 'memory', 'gpus', 'gpu_type', 'gpu_vendor', 'shm_size']"),
+        (
+            {"gpu": 1},
+            "resources has unknown field(s) ['gpu']; expected some of ['cpus', 'memory', 'gpus', 'gpu_type', 'gpu_vendor', 'shm_size']",
+        ),
         ("not json", "resources must be a JSON object, got 'not json'"),
-        ("[1, 2]", "resources must be a mapping of ['cpus', 'memory', 'gpus', 'gpu_type', 'gpu_vendor', 'shm_size'], got [1, 2]"),
+        (
+            "[1, 2]",
+            "resources must be a mapping of ['cpus', 'memory', 'gpus', 'gpu_type', 'gpu_vendor', 'shm_size'], got [1, 2]",
+        ),
         (42, "resources must be a Resources, a dict or its JSON text, got int: 42"),
     ],
     ids=["unknown-key", "bad-json", "json-list", "wrong-type"],
@@ -178,7 +216,11 @@ def test_docker_amd_uses_device_nodes():
     ("gpus", "gpu_ids", "message"),
     [
         (0, ["1", "1"], "gpu_ids must not repeat a device, got ['1', '1'] (repeated: ['1'])"),
-        (1, ["0", "1"], "gpu_ids lists 2 device(s) ['0', '1'] but resources.gpus is 1; they must agree (or leave gpus at 0 to take the count from gpu_ids)"),
+        (
+            1,
+            ["0", "1"],
+            "gpu_ids lists 2 device(s) ['0', '1'] but resources.gpus is 1; they must agree (or leave gpus at 0 to take the count from gpu_ids)",
+        ),
         (0, "0,1", "gpu_ids must be a list of device ids such as ['0', '1'], got '0,1'"),
         (0, [], "gpu_ids must be a non-empty list of non-empty device ids, got []"),
     ],
@@ -216,11 +258,17 @@ def test_k8s_affinity_and_tolerations():
     affinity = build_gpu_node_affinity(res)
     term = affinity.node_affinity.required_during_scheduling_ignored_during_execution.node_selector_terms[0]
     expr = term.match_expressions[0]
-    assert (expr.key, expr.operator, expr.values) == ("nvidia.com/gpu.product", "In", ["NVIDIA-H100-80GB-HBM3"])
+    assert (expr.key, expr.operator, expr.values) == (
+        "nvidia.com/gpu.product",
+        "In",
+        ["NVIDIA-H100-80GB-HBM3"],
+    )
     assert build_gpu_node_affinity(res, "gpu.example.com/model").node_affinity is not None
     (tol,) = build_gpu_tolerations(res)
     assert (tol.key, tol.operator, tol.effect) == ("nvidia.com/gpu", "Exists", "NoSchedule")
-    (custom,) = build_gpu_tolerations(res, [{"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}])
+    (custom,) = build_gpu_tolerations(
+        res, [{"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}]
+    )
     assert custom.value == "ml"
 
 
@@ -230,7 +278,10 @@ def test_k8s_affinity_and_tolerations():
         ({"key": "x"}, "gpu_tolerations must be a list of toleration dicts"),
         (["nvidia.com/gpu"], "gpu_tolerations must be a list of dicts like"),
         ([{"key": "x", "operator": "In"}], "operator must be 'Exists' or 'Equal', got 'In'"),
-        ([{"key": "x", "effect": "NoRun"}], "effect must be one of 'NoSchedule', 'PreferNoSchedule', 'NoExecute', got 'NoRun'"),
+        (
+            [{"key": "x", "effect": "NoRun"}],
+            "effect must be one of 'NoSchedule', 'PreferNoSchedule', 'NoExecute', got 'NoRun'",
+        ),
         ([{"key": "x", "colour": "red"}], "has unknown key(s) ['colour']"),
     ],
     ids=["dict-not-list", "string-item", "bad-operator", "bad-effect", "unknown-key"],

@@ -30,7 +30,10 @@ def test_resources_object_in_partial_travels_as_its_dict(name):
     op_cls = _operator(name)
     with DAG(f"partial_{name}", schedule=None, start_date=pendulum.datetime(2024, 1, 1)) as dag:
         op_cls.partial(
-            task_id="trial", image="python:3.11", command=["python3", "-V"], resources=Resources(cpus=1, memory="1Gi")
+            task_id="trial",
+            image="python:3.11",
+            command=["python3", "-V"],
+            resources=Resources(cpus=1, memory="1Gi"),
         ).expand_kwargs([{"env": {"T": "0"}}, {"env": {"T": "1"}}])
     restored = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag))
     task = restored.task_dict["trial"]

@@ -31,5 +31,7 @@ def feast_cli(repo: Path, *args: str, timeout: float = 300) -> subprocess.Comple
     proc = subprocess.run(
         [binary, "--chdir", str(repo), *args], capture_output=True, text=True, timeout=timeout
     )
-    assert proc.returncode == 0, f"feast {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert proc.returncode == 0, (
+        f"feast {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    )
     return proc

@@ -30,7 +30,11 @@ def _run_pair(repo, tmp_path, mode):
     procs = [
         subprocess.Popen(
             [sys.executable, str(WORKER), mode, view, str(ITERATIONS), str(go)],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO_ROOT,
         )
         for view in ("fv_0", "fv_1")
     ]

@@ -82,6 +82,9 @@ def test_dag_run_matches_cli_and_reruns_are_idempotent(airflow_db, tmp_path):
         assert sqlite_online_snapshot(repos[name]) == snapshot, f"rerun changed {name}"
     # The registry still parses after both runs (and names both views).
     conn = sqlite3.connect(repos["single"].online_db_path)
-    assert {r[0] for r in conn.execute("SELECT name FROM sqlite_master")} >= {"mlops_test_fv_0", "mlops_test_fv_1"}
+    assert {r[0] for r in conn.execute("SELECT name FROM sqlite_master")} >= {
+        "mlops_test_fv_0",
+        "mlops_test_fv_1",
+    }
     conn.close()
     assert json.loads(env["AIRFLOW_CONN_FEAST_SINGLE"])["conn_type"] == "feast"

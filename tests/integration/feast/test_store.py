@@ -71,7 +71,10 @@ def test_apply_logs_the_plan_and_refuses_deletions(monkeypatch, tmp_path):
     again = _apply(conn_id)
     assert again["added"] == []
     assert again["deleted"] == []
-    assert FeastHook(conn_id).test_connection() == (True, "Feast project 'mlops_test': 2 feature view(s): fv_0, fv_1")
+    assert FeastHook(conn_id).test_connection() == (
+        True,
+        "Feast project 'mlops_test': 2 feature view(s): fv_0, fv_1",
+    )
 
     (repo.path / "features.py").write_text(_definitions(["fv_0"], repo.parquet))
     with pytest.raises(AirflowFailException) as err:
@@ -112,15 +115,20 @@ def test_redis_store_with_password_serves_what_feast_itself_writes(monkeypatch, 
     from tests.support.feast_repo import feature_store_yaml
 
     ours = create_feature_repo(
-        tmp_path / "ours", project="redis_ours", rows=1200, n_views=2, n_entities=80,
-        online_store="redis", redis_connection_string=redis.connection_string(with_password=False),
+        tmp_path / "ours",
+        project="redis_ours",
+        rows=1200,
+        n_views=2,
+        n_entities=80,
+        online_store="redis",
+        redis_connection_string=redis.connection_string(with_password=False),
     )
     conn_id = _use(monkeypatch, ours, password=REDIS_PASSWORD)
     _apply(conn_id)
     context = _context(ours.start, ours.end)
-    summary = FeastMaterializeOperator(task_id="m", feast_conn_id=conn_id, online_write_batch_size=25).execute(
-        context
-    )
+    summary = FeastMaterializeOperator(
+        task_id="m", feast_conn_id=conn_id, online_write_batch_size=25
+    ).execute(context)
     assert set(summary) == {"fv_0", "fv_1"}
     assert summary["fv_0"]["rows"] == len(ours.expected_latest("fv_0")) == 80
     assert summary["fv_0"]["window"] == [ours.start.isoformat(), ours.end.isoformat()]
@@ -191,14 +199,24 @@ def test_freshness_sensor_defers_and_trigger_fires_after_materialization(
     monkeypatch, tmp_path, redis, online_store
 ):
     repo = create_feature_repo(
-        tmp_path / "repo", project=f"fresh_{online_store}", rows=100, n_views=1, n_entities=10,
-        online_store=online_store, redis_connection_string=redis.connection_string(with_password=False),
+        tmp_path / "repo",
+        project=f"fresh_{online_store}",
+        rows=100,
+        n_views=1,
+        n_entities=10,
+        online_store=online_store,
+        redis_connection_string=redis.connection_string(with_password=False),
     )
     conn_id = _use(monkeypatch, repo, password=REDIS_PASSWORD if online_store == "redis" else None)
     _apply(conn_id)
     sensor = FeastFeatureFreshnessSensor(
-        task_id="fresh", feast_conn_id=conn_id, feature_view="fv_0", max_staleness=timedelta(hours=1),
-        deferrable=True, poke_interval=0.2, timeout=30,
+        task_id="fresh",
+        feast_conn_id=conn_id,
+        feature_view="fv_0",
+        max_staleness=timedelta(hours=1),
+        deferrable=True,
+        poke_interval=0.2,
+        timeout=30,
     )
     with pytest.raises(TaskDeferred) as deferred:
         sensor.execute({})
@@ -216,7 +234,9 @@ def test_freshness_sensor_defers_and_trigger_fires_after_materialization(
         now = datetime.now(UTC)
         await asyncio.to_thread(
             FeastMaterializeOperator(
-                task_id="m", feast_conn_id=conn_id, start_date=now - timedelta(hours=2),
+                task_id="m",
+                feast_conn_id=conn_id,
+                start_date=now - timedelta(hours=2),
                 end_date=now - timedelta(minutes=1),
             ).execute,
             _context(),
@@ -236,7 +256,9 @@ def test_trigger_reports_an_unknown_feature_view(monkeypatch, tmp_path):
     repo = create_feature_repo(tmp_path / "repo", rows=100, n_views=1)
     conn_id = _use(monkeypatch, repo)
     _apply(conn_id)
-    trigger = FeastFeatureFreshnessTrigger(feast_conn_id=conn_id, feature_view="nope", max_staleness_seconds=60)
+    trigger = FeastFeatureFreshnessTrigger(
+        feast_conn_id=conn_id, feature_view="nope", max_staleness_seconds=60
+    )
 
     async def first_event():
         async for event in trigger.run():

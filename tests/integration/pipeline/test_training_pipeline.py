@@ -34,7 +34,9 @@ WORSE_CONF = {
 @pytest.fixture(scope="module")
 def trainer_image(base_image):
     # Always run the build: Docker's layer cache makes it quick, and the image follows train.py.
-    subprocess.run(["bash", str(REPO_ROOT / "scripts/ci/build_images.sh"), base_image], check=True, timeout=900)
+    subprocess.run(
+        ["bash", str(REPO_ROOT / "scripts/ci/build_images.sh"), base_image], check=True, timeout=900
+    )
     return TRAINER_IMAGE
 
 
@@ -111,7 +113,9 @@ def test_pipeline_trains_in_containers_registers_and_promotes(pipeline_env):
     production = client.get_model_version_by_alias(MODEL, "production")
     assert summary["promoted"] is True
     assert champion.version == production.version == str(summary["registered_version"])
-    assert float(client.get_run(champion.run_id).data.metrics["test_auc"]) == pytest.approx(summary["test_auc"])
+    assert float(client.get_run(champion.run_id).data.metrics["test_auc"]) == pytest.approx(
+        summary["test_auc"]
+    )
 
 
 def test_deploy_dag_runs_when_the_model_asset_fires(pipeline_env):

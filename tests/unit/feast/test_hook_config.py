@@ -21,7 +21,12 @@ def test_init_reads_no_connection(monkeypatch):
     monkeypatch.setattr(FeastHook, "get_connection", boom)
     hook = FeastHook("whatever")
     assert hook.feast_conn_id == "whatever"
-    assert (FeastHook.conn_type, FeastHook.default_conn_name, FeastHook.conn_name_attr, FeastHook.hook_name) == (
+    assert (
+        FeastHook.conn_type,
+        FeastHook.default_conn_name,
+        FeastHook.conn_name_attr,
+        FeastHook.hook_name,
+    ) == (
         "feast",
         "feast_default",
         "feast_conn_id",
@@ -32,9 +37,21 @@ def test_init_reads_no_connection(monkeypatch):
 @pytest.mark.parametrize(
     ("extra", "make_dir", "message"),
     [
-        ({}, None, "Feast connection 'feast_default' names no feature repo: set extra 'repo_path' or 'feature_store_yaml'"),
-        ({"repo_path": "{tmp}/missing"}, None, "Feast connection 'feast_default': repo_path '{tmp}/missing' is not a directory"),
-        ({"repo_path": "{tmp}/empty"}, "empty", "Feast connection 'feast_default': repo_path '{tmp}/empty' has no feature_store.yaml"),
+        (
+            {},
+            None,
+            "Feast connection 'feast_default' names no feature repo: set extra 'repo_path' or 'feature_store_yaml'",
+        ),
+        (
+            {"repo_path": "{tmp}/missing"},
+            None,
+            "Feast connection 'feast_default': repo_path '{tmp}/missing' is not a directory",
+        ),
+        (
+            {"repo_path": "{tmp}/empty"},
+            "empty",
+            "Feast connection 'feast_default': repo_path '{tmp}/empty' has no feature_store.yaml",
+        ),
     ],
     ids=["no-repo", "missing-dir", "no-yaml-file"],
 )
@@ -51,8 +68,14 @@ def test_missing_repo(monkeypatch, tmp_path, extra, make_dir, message):
 @pytest.mark.parametrize(
     ("yaml_text", "message_start"),
     [
-        ("project: [unclosed", "Feast connection 'feast_default': feature_store_yaml extra is not valid YAML: "),
-        ("just a string", "Feast connection 'feast_default': feature_store_yaml extra must be a YAML mapping, got 'just a string'"),
+        (
+            "project: [unclosed",
+            "Feast connection 'feast_default': feature_store_yaml extra is not valid YAML: ",
+        ),
+        (
+            "just a string",
+            "Feast connection 'feast_default': feature_store_yaml extra must be a YAML mapping, got 'just a string'",
+        ),
     ],
     ids=["syntax-error", "not-a-mapping"],
 )
@@ -66,7 +89,10 @@ def test_bad_yaml_in_extra(monkeypatch, yaml_text, message_start):
 def test_bad_yaml_file_in_repo(monkeypatch, tmp_path):
     (tmp_path / "feature_store.yaml").write_text("project: x\n  bad: indent: here\n")
     _conn_env(monkeypatch, extra={"repo_path": str(tmp_path)})
-    with pytest.raises(AirflowFailException, match="^Feast connection 'feast_default': feature_store.yaml is not valid YAML: "):
+    with pytest.raises(
+        AirflowFailException,
+        match="^Feast connection 'feast_default': feature_store.yaml is not valid YAML: ",
+    ):
         FeastHook().raw_config  # noqa: B018
 
 
@@ -98,6 +124,8 @@ def test_lock_dir_follows_the_file_registry(monkeypatch, tmp_path):
     _conn_env(
         monkeypatch,
         conn_id="sql",
-        extra={"feature_store_yaml": "project: p\nregistry:\n  registry_type: sql\n  path: postgresql://x/y\n"},
+        extra={
+            "feature_store_yaml": "project: p\nregistry:\n  registry_type: sql\n  path: postgresql://x/y\n"
+        },
     )
     assert FeastHook("sql").lock_dir is None

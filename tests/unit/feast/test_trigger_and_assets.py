@@ -46,9 +46,18 @@ def test_freshness_verdicts(end, fresh, fragment):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"feature_view": "", "max_staleness": 60}, "feature_view must be a non-empty feature view name, got ''"),
-        ({"feature_view": "fv", "max_staleness": "1h"}, "max_staleness must be a timedelta or seconds, got '1h'"),
-        ({"feature_view": "fv", "max_staleness": timedelta(0)}, "max_staleness must be positive, got datetime.timedelta(0)"),
+        (
+            {"feature_view": "", "max_staleness": 60},
+            "feature_view must be a non-empty feature view name, got ''",
+        ),
+        (
+            {"feature_view": "fv", "max_staleness": "1h"},
+            "max_staleness must be a timedelta or seconds, got '1h'",
+        ),
+        (
+            {"feature_view": "fv", "max_staleness": timedelta(0)},
+            "max_staleness must be positive, got datetime.timedelta(0)",
+        ),
     ],
     ids=["empty-view", "str-staleness", "zero-staleness"],
 )
@@ -68,7 +77,9 @@ def test_asset_uri():
     assert feature_view_uri("proj", "fv_0") == "feast://proj/fv_0"
     asset = feature_view_asset("proj", "fv_0")
     assert asset.uri == asset.name == "feast://proj/fv_0"
-    with pytest.raises(ValueError, match=r"^feature_view must be a Feast name \(letters, digits, '_', '-', '.'\), got 'a/b'$"):
+    with pytest.raises(
+        ValueError, match=r"^feature_view must be a Feast name \(letters, digits, '_', '-', '.'\), got 'a/b'$"
+    ):
         feature_view_uri("proj", "a/b")
     with pytest.raises(ValueError, match="must look like feast://<project>/<feature_view>"):
         sanitize_uri(urllib.parse.urlsplit("feast://proj/a/b"))

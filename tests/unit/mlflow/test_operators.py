@@ -76,9 +76,12 @@ def test_promote_min_delta_is_templated():
     op.min_delta = "-0.5"
     with pytest.raises(AirflowFailException, match=r"min_delta must be a number >= 0, got '-0.5'"):
         op.execute({})
-    assert MlflowPromoteModelOperator(
-        task_id="q", model_name="m", challenger_version="1", metric="auc", min_delta="0.25"
-    ).min_delta == 0.25
+    assert (
+        MlflowPromoteModelOperator(
+            task_id="q", model_name="m", challenger_version="1", metric="auc", min_delta="0.25"
+        ).min_delta
+        == 0.25
+    )
 
 
 @pytest.mark.parametrize(

@@ -43,9 +43,9 @@ def feast_e2e():
     apply_single >> materialize_single >> fresh
 
     apply_fanout = FeastApplyOperator(task_id="apply_fanout", feast_conn_id="feast_fanout")
-    fanout = FeastMaterializeOperator.partial(task_id="materialize_fanout", feast_conn_id="feast_fanout").expand(
-        feature_views=per_feature_view(VIEWS)
-    )
+    fanout = FeastMaterializeOperator.partial(
+        task_id="materialize_fanout", feast_conn_id="feast_fanout"
+    ).expand(feature_views=per_feature_view(VIEWS))
     apply_fanout >> fanout
 
     @task

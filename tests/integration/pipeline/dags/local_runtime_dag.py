@@ -27,7 +27,11 @@ def local_runtime():
 
     LocalProcessOperator(
         task_id="failing",
-        command=[sys.executable, "-c", "import sys; print('line one'); print('boom', file=sys.stderr); sys.exit(3)"],
+        command=[
+            sys.executable,
+            "-c",
+            "import sys; print('line one'); print('boom', file=sys.stderr); sys.exit(3)",
+        ],
         retries=0,
     )
 
