@@ -51,7 +51,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.support.feast_repo import FeatureRepo, create_feature_repo, sqlite_online_snapshot  # noqa: E402
+from tests.support.feast_repo import (  # noqa: E402
+    FeatureRepo,
+    create_feature_repo,
+    feature_store_yaml,
+    sqlite_online_snapshot,
+)
 from tests.support.redis_server import RedisServer, start_redis_server  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
@@ -348,12 +353,12 @@ def redis_snapshot(server: RedisServer) -> dict[bytes, dict[bytes, bytes]]:
 
 def point_at_redis(repo: FeatureRepo, server: RedisServer) -> None:
     """Rewrite the copy's feature_store.yaml so its online store is ``server``."""
-    text = repo.yaml_path.read_text()
-    old = repo.redis_connection_string
-    if not old or old not in text:
-        raise SystemExit(f"{repo.yaml_path} has no Redis online store to point elsewhere")
-    repo.yaml_path.write_text(text.replace(old, server.connection_string()))
     repo.redis_connection_string = server.connection_string()
+    repo.yaml_path.write_text(
+        feature_store_yaml(
+            repo.project, online_store="redis", redis_connection_string=repo.redis_connection_string
+        )
+    )
 
 
 def _load() -> str:
