@@ -107,11 +107,7 @@ def main() -> int:
             # The section may open by itself (it does when the DAG has params): a click would close it.
             if section.get_attribute("aria-expanded") != "true":
                 section.click()
-            page.wait_for_function(
-                "() => [...document.querySelectorAll('[role=dialog] button')].some("
-                "b => b.textContent.includes('Run Parameters') && b.getAttribute('aria-expanded') === 'true')",
-                timeout=30_000,
-            )
+            dialog.locator("button[aria-expanded=true]", has_text="Run Parameters").wait_for(timeout=30_000)
             dialog.get_by_text("Search space, family A").first.wait_for(state="visible", timeout=30_000)
             page.wait_for_timeout(1500)
             if section.get_attribute("aria-expanded") != "true":
