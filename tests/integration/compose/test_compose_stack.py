@@ -168,14 +168,28 @@ def _wait_healthy(stack: Stack, report_figure: Any) -> str:
     return stack.api("POST", "/auth/token", {"username": "admin", "password": "admin"})["access_token"]
 
 
-def _wait_run(stack: Stack, dag_id: str, run_id: str, token: str, timeout: float) -> str:
-    started = time.monotonic()
+def _poll(probe: Any, timeout: float, what: str) -> Any:
+    """Call ``probe`` every 5 s until it returns something truthy; return that, or fail naming ``what``."""
+    deadline = time.monotonic() + timeout
     while True:
-        state = stack.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}", token=token)["state"]
-        if state in {"success", "failed"}:
-            return state
-        assert time.monotonic() - started < timeout, f"{dag_id} run {run_id} still {state} after {timeout} s"
+        found = probe()
+        if found:
+            return found
+        assert time.monotonic() < deadline, f"{what} within {timeout:.0f} s"
         time.sleep(5)
+
+
+def _finished_state(stack: Stack, dag_id: str, run_id: str, token: str) -> str | None:
+    state = stack.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}", token=token)["state"]
+    return state if state in {"success", "failed"} else None
+
+
+def _wait_run(stack: Stack, dag_id: str, run_id: str, token: str, timeout: float) -> str:
+    return _poll(
+        lambda: _finished_state(stack, dag_id, run_id, token),
+        timeout,
+        f"{dag_id} run {run_id} did not finish",
+    )
 
 
 @pytest.mark.integration
@@ -184,20 +198,12 @@ def _wait_run(stack: Stack, dag_id: str, run_id: str, token: str, timeout: float
 @pytest.mark.skipif(not _enabled("MLOPS_COMPOSE_UP"), reason="set MLOPS_COMPOSE_UP=1 to run the stack")
 def test_stack_turns_healthy_and_runs_a_dag(stack, report_figure, monkeypatch):
     token = _wait_healthy(stack, report_figure)
-    deadline = time.monotonic() + 300
-    while not _dag_exists(stack, "mlops_smoke", token):  # the dag-processor parses dags/ first
-        assert time.monotonic() < deadline, "mlops_smoke not parsed after 300 s"
-        time.sleep(5)
+    # The dag-processor parses dags/ first.
+    _poll(lambda: _dag_exists(stack, "mlops_smoke", token), 300, "mlops_smoke was not parsed")
     stack.api("PATCH", "/api/v2/dags/mlops_smoke", {"is_paused": False}, token=token)
     run = stack.api("POST", "/api/v2/dags/mlops_smoke/dagRuns", {"logical_date": None}, token=token)
-    run_id = run["dag_run_id"]
     started = time.monotonic()
-    while True:
-        state = stack.api("GET", f"/api/v2/dags/mlops_smoke/dagRuns/{run_id}", token=token)["state"]
-        if state in {"success", "failed"}:
-            break
-        assert time.monotonic() - started < 600, f"dag run still {state}"
-        time.sleep(5)
+    state = _wait_run(stack, "mlops_smoke", run["dag_run_id"], token, timeout=600)
     assert state == "success"
     report_figure(f"compose: mlops_smoke ran on the stack in {time.monotonic() - started:.0f}s")
 
@@ -244,21 +250,20 @@ def test_stack_runs_the_training_pipeline_and_the_deploy_dag_fires(stack, report
 
     token = _wait_healthy(stack, report_figure)
     pipeline, deploy = "mlops_training_pipeline", "mlops_deploy_on_new_champion"
-    deadline = time.monotonic() + 300
-    while not (_dag_exists(stack, pipeline, token) and _dag_exists(stack, deploy, token)):
-        assert time.monotonic() < deadline, "the example DAGs were not parsed within 300 s"
-        time.sleep(5)
+    _poll(
+        lambda: _dag_exists(stack, pipeline, token) and _dag_exists(stack, deploy, token),
+        300,
+        "the example DAGs were not parsed",
+    )
     # Unpausing the weekly pipeline makes the scheduler run last week's interval (catchup=False).
     for dag_id in (deploy, pipeline):
         stack.api("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False}, token=token)
     started = time.monotonic()
-    while True:
-        runs = stack.api("GET", f"/api/v2/dags/{pipeline}/dagRuns", token=token)["dag_runs"]
-        if runs:
-            break
-        assert time.monotonic() - started < 300, "the scheduler created no run of the weekly pipeline"
-        time.sleep(5)
-    (run,) = runs
+    (run,) = _poll(
+        lambda: stack.api("GET", f"/api/v2/dags/{pipeline}/dagRuns", token=token)["dag_runs"],
+        300,
+        "the scheduler created no run of the weekly pipeline",
+    )
     assert run["run_type"] == "scheduled", run
     state = _wait_run(stack, pipeline, run["dag_run_id"], token, timeout=1800)
     tis = stack.api("GET", f"/api/v2/dags/{pipeline}/dagRuns/{run['dag_run_id']}/taskInstances", token=token)
@@ -276,14 +281,11 @@ def test_stack_runs_the_training_pipeline_and_the_deploy_dag_fires(stack, report
     assert champion.version == production.version == "1"
 
     # The deploy step's Asset event schedules the deployment DAG on the stack's own scheduler.
-    deadline = time.monotonic() + 600
-    while True:
+    def finished_deploy_runs() -> list[dict[str, Any]] | None:
         runs = stack.api("GET", f"/api/v2/dags/{deploy}/dagRuns", token=token)["dag_runs"]
-        if runs and runs[0]["state"] in {"success", "failed"}:
-            break
-        assert time.monotonic() < deadline, f"{deploy} did not run within 600 s of the Asset event: {runs}"
-        time.sleep(5)
-    (deploy_run,) = runs
+        return runs if runs and runs[0]["state"] in {"success", "failed"} else None
+
+    (deploy_run,) = _poll(finished_deploy_runs, 600, f"{deploy} did not run after the Asset event")
     assert deploy_run["run_type"] == "asset_triggered", deploy_run
     assert deploy_run["state"] == "success", deploy_run
     report_figure(f"compose: {deploy} ran from the model Asset event ({deploy_run['dag_run_id']})")
