@@ -184,7 +184,8 @@ class FeastApplyOperator(BaseOperator):
         self.allow_deletes = allow_deletes
 
     def execute(self, context: Context) -> dict[str, list[str]]:
-        hook = FeastHook(self.feast_conn_id)
+        # The definitions are the user's own code: keep Feast's run-time type checks on them.
+        hook = FeastHook(self.feast_conn_id, typecheck=True)
         try:
             plan = hook.apply(
                 allow_deletes=self.allow_deletes,
