@@ -24,6 +24,10 @@ Figures printed:
   process's own peak (VmHWM) as an upper bound. Scheduler, API server and DAG processor are
   not counted (they exist whatever the tasks do). Target: ours <= CLI.
 
+- where each of our tasks spent its time: Airflow's task runner until the DAG file was parsed,
+  until ``execute()``, importing feast and building the store, materializing the views, and
+  after ``execute()`` (task start/end from the metadata DB, the rest from the task's own clock).
+
 The two online stores are compared at the end (they must be identical).
 
 Usage: ``.venv/bin/python benchmarks/feast_materialize.py [--rows 1000000] [--views 4]
