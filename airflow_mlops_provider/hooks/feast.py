@@ -16,12 +16,14 @@ Feast's file registry is one protobuf file that every writer reads, modifies and
 place. Two tasks materializing at the same time lose each other's materialization intervals,
 and a reader can catch the file half-written. The hook therefore
 
-- takes an exclusive ``fcntl`` lock on ``<registry file>.lock`` around every registry
-  read-modify-write (apply, and recording a materialized interval), re-reading the registry
-  inside the lock;
+- takes an exclusive ``fcntl`` lock on ``registry.lock``, in the registry file's directory,
+  around every registry read-modify-write (apply, and recording a materialized interval),
+  re-reading the registry inside the lock;
 - makes the file registry's writes atomic (temporary file + ``os.replace``);
 - does the long part of a materialization (offline read, online write) outside the lock, so
-  feature views fan out in parallel.
+  feature views fan out in parallel;
+- for a SQLite online store, which admits one writer at a time, prepares each batch outside
+  the database lock and queues the writes on ``<online db>.write.lock`` (``_feast_sqlite``).
 
 The lock holds between processes of one host. Workers on several hosts need a SQL registry, or
 an Airflow pool of size 1 per repo for the Feast tasks. Nothing slow happens inside it: the
