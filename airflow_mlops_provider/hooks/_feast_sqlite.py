@@ -88,6 +88,7 @@ def write_batch(
     :param lock: Returns the exclusive lock for a database file (held while replaying).
     """
     conn = online_store._get_conn(config)
+    path = db_path(online_store, config)
     recorder = _RecordingConnection(conn)
     online_store._conn = recorder
     try:
@@ -95,12 +96,12 @@ def write_batch(
     except _NotDeferrable:
         # A Feast version that reads inside its write transaction: run it as it is.
         online_store._conn = conn
-        with lock(db_path(online_store, config)):
+        with lock(path):
             write(config, table, data, progress)
         return
     finally:
         online_store._conn = conn
-    with lock(db_path(online_store, config)):
+    with lock(path):
         for statements in recorder.transactions:
             with conn:
                 for sql, group in itertools.groupby(statements, key=lambda item: item[0]):

@@ -305,7 +305,6 @@ class FeastHook(BaseHook):
         if lock_dir is None:
             yield
             return
-        lock_dir.mkdir(parents=True, exist_ok=True)
         with _flock(lock_dir / name, self.lock_timeout, what):
             yield
 

@@ -34,7 +34,7 @@ UTC = timezone.utc
 START, END = datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 1, 3, tzinfo=UTC)
 
 _IMPORT_PROBE = """
-import json, os, sys
+import json
 import typeguard
 original = typeguard.typechecked
 from airflow_mlops_provider.hooks.feast import FeastHook
