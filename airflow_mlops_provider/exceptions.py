@@ -24,6 +24,30 @@ class ContainerFailedError(MlopsProviderError):
         self.logs = logs
 
 
+class ContainerConfigError(MlopsProviderError, AirflowFailException):
+    """
+    A container argument (``image``, ``command``, ``env``, ``resources``, ...) is invalid after
+    rendering: a configuration error, never retried. The same on every runtime, with the same
+    message shape: ``Invalid <argument> after rendering: <what was expected>, got <value>``.
+
+    :param argument: The operator argument, e.g. ``"resources"``.
+    :param detail: What was expected, repeating the value (the parse-time ``ValueError`` text).
+    """
+
+    def __init__(self, argument: str, detail: str) -> None:
+        super().__init__(f"Invalid {argument} after rendering: {detail}")
+        self.argument = argument
+        self.detail = detail
+
+
+class ResultFileError(ContainerFailedError):
+    """
+    The container exited 0 but its result file (``/airflow/xcom/return.json``) is not JSON.
+
+    Retried like any failed container (a trainer killed mid-write leaves half a file).
+    """
+
+
 class GpuUnavailableError(MlopsProviderError):
     """
     The runtime cannot serve the GPU request.

@@ -17,8 +17,8 @@ from __future__ import annotations
 import hashlib
 import inspect
 import re
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow.sdk.exceptions import AirflowFailException
 
@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 RESULT_DIR = "/airflow/xcom"
 #: The JSON document a container writes; the operator returns it as the task's XCom.
 RESULT_FILE = f"{RESULT_DIR}/return.json"
+
+T = TypeVar("T")
 
 _NAME_UNSAFE = re.compile(r"[^a-z0-9-]+")
 
@@ -49,6 +51,67 @@ def contains_template(value: Any) -> bool:
 
 def _is_deferred_value(value: Any) -> bool:
     return contains_template(value) or hasattr(value, "resolve")
+
+
+def rendered(argument: str, check: Callable[[Any], T], value: Any) -> T:
+    """
+    Return ``check(value)`` for a value after rendering; a ``ValueError`` becomes a configuration error.
+
+    The parse-time check of a static value and the run-time check of a rendered one are the same
+    function, so the two messages say the same thing; at run time they are wrapped as
+    ``ContainerConfigError`` ("Invalid <argument> after rendering: ..."), never retried.
+    """
+    try:
+        return check(value)
+    except ValueError as err:
+        from airflow_mlops_provider.exceptions import ContainerConfigError
+
+        raise ContainerConfigError(argument, str(err)) from err
+
+
+def merge_env(env: Mapping[str, Any] | None, native: Mapping[str, Any] | None) -> dict[str, str]:
+    """
+    Return the native environment with ``env`` laid over it, every value a string.
+
+    The precedence rule of every runtime: ``env`` wins over the runtime's own argument
+    (``environment`` on Docker, ``env_vars`` on Kubernetes, the worker's environment locally).
+    """
+    return {**env_as_strings(native), **env_as_strings(env)}
+
+
+def reject_clash(ours: str, ours_value: Any, native: str, native_value: Any) -> None:
+    """
+    Raise ``ValueError`` when one of our arguments and a native one both set the same thing.
+
+    The rule of every runtime: ``resources`` against ``mem_limit``/``container_resources``,
+    ``command`` against ``arguments``, ... are errors, never silently resolved.
+    """
+    if ours_value is None or native_value is None or native_value in ((), [], {}, ""):
+        return
+    raise ValueError(
+        f"{ours} and {native} both set the same thing; pass only one, "
+        f"got {ours}={ours_value!r} and {native}={native_value!r}"
+    )
+
+
+def parse_result_text(text: str, *, source: str) -> Any:
+    """
+    Return the JSON document a container wrote to its result file.
+
+    :param text: The file's content.
+    :param source: Who wrote it, for the message (``"Container mlops-train-..."``).
+    :raises ResultFileError: when ``text`` is not JSON (the same on every runtime).
+    """
+    import json
+
+    try:
+        return json.loads(text)
+    except ValueError as err:
+        from airflow_mlops_provider.exceptions import ResultFileError
+
+        raise ResultFileError(
+            f"{source} wrote {RESULT_FILE} that is not JSON: {err}; first bytes: {text[:200]!r}"
+        ) from err
 
 
 def resources_for_init(value: Any) -> Any:
