@@ -6,7 +6,7 @@ UV := $(TOOLS)/bin/uv
 VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: env demo test test-unit test-integration lint typecheck benchmarks clean
+.PHONY: env demo test test-unit test-integration test-matrix lint typecheck benchmarks clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -39,8 +39,15 @@ test-integration: env
 test: lint typecheck
 	$(VENV)/bin/python -m pytest tests
 
+# The version matrix: tests/unit and tests/smoke in two more envs built with uv under build/matrix:
+# "floor" (every declared minimum at once) and "latest" (a fresh resolution, no lock).
+# `make test-matrix MATRIX_ENVS=floor` builds one. See scripts/ci/matrix.sh.
+MATRIX_ENVS ?= floor latest
+test-matrix: | $(UV)
+	UV=$(UV) PYTHON=$(PYTHON) bash scripts/ci/matrix.sh $(MATRIX_ENVS)
+
 benchmarks: env
 	for b in benchmarks/*.py; do echo "== $$b"; $(VENV)/bin/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache .demo
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache .demo build/matrix

@@ -11,7 +11,7 @@ class MlopsProviderError(AirflowException):
 
 class ContainerFailedError(MlopsProviderError):
     """
-    A container or pod ended with a non-zero exit code.
+    A container, pod or local process ended with a non-zero exit code.
 
     :param message: What happened.
     :param exit_code: The container's exit code.
@@ -42,9 +42,10 @@ class ContainerConfigError(MlopsProviderError, AirflowFailException):
 
 class ResultFileError(ContainerFailedError):
     """
-    The container exited 0 but its result file (``/airflow/xcom/return.json``) is not JSON.
+    The process exited 0 but its result file (``$MLOPS_RESULT_FILE``) is not JSON.
 
-    Retried like any failed container (a trainer killed mid-write leaves half a file).
+    The same on every runtime (Docker, Kubernetes, local). Retried like any failed container
+    (a trainer killed mid-write leaves half a file).
     """
 
 

@@ -1,7 +1,13 @@
 """Provider metadata that Airflow reads through the ``apache_airflow_provider`` entry point.
 
 Airflow reads this without importing any hook, so connection forms are declared here
-(``conn-fields`` and ``ui-field-behaviour``) rather than in hook methods.
+(``conn-fields`` and ``ui-field-behaviour``) rather than in hook methods. The operator, hook,
+sensor and trigger modules are listed by integration, as the apache-airflow providers list
+theirs; ``tests/unit/test_provider_info.py`` fails when a module holding one of ours is missing.
+
+The ``mlops`` plugin is not listed here: Airflow loads the plugins of provider info only when
+``[core] lazy_discover_providers`` is off, so the plugin is registered once, through the
+``airflow.plugins`` entry point, which Airflow always reads.
 """
 
 from __future__ import annotations
@@ -91,18 +97,85 @@ def get_provider_info() -> dict[str, Any]:
         "MLflow model registry and Feast feature store for Apache Airflow 3.",
         "versions": [__version__],
         "integrations": [
-            {"integration-name": "MLflow", "external-doc-url": "https://mlflow.org/docs/latest/"},
-            {"integration-name": "Feast", "external-doc-url": "https://docs.feast.dev/"},
+            {
+                "integration-name": "Docker",
+                "external-doc-url": "https://docs.docker.com/",
+                "tags": ["software"],
+            },
+            {
+                "integration-name": "Kubernetes",
+                "external-doc-url": "https://kubernetes.io/",
+                "tags": ["software"],
+            },
+            {
+                "integration-name": "Local process",
+                "external-doc-url": "https://docs.python.org/3/library/subprocess.html",
+                "tags": ["software"],
+            },
+            {
+                "integration-name": "MLflow",
+                "external-doc-url": "https://mlflow.org/docs/latest/",
+                "tags": ["software"],
+            },
+            {
+                "integration-name": "Feast",
+                "external-doc-url": "https://docs.feast.dev/",
+                "tags": ["software"],
+            },
+        ],
+        "operators": [
+            {"integration-name": "Docker", "python-modules": ["airflow_mlops_provider.operators.docker"]},
+            {
+                "integration-name": "Kubernetes",
+                "python-modules": ["airflow_mlops_provider.operators.kubernetes"],
+            },
+            {
+                "integration-name": "Local process",
+                "python-modules": ["airflow_mlops_provider.operators.local"],
+            },
+            {
+                "integration-name": "MLflow",
+                "python-modules": [
+                    "airflow_mlops_provider.operators.mlflow",
+                    "airflow_mlops_provider.operators.mlflow_common",
+                    "airflow_mlops_provider.operators.mlflow_register",
+                    "airflow_mlops_provider.operators.mlflow_alias",
+                ],
+            },
+            {"integration-name": "Feast", "python-modules": ["airflow_mlops_provider.operators.feast"]},
+        ],
+        "hooks": [
+            {"integration-name": "Kubernetes", "python-modules": ["airflow_mlops_provider.hooks.kubernetes"]},
+            {
+                "integration-name": "Local process",
+                "python-modules": ["airflow_mlops_provider.operators.local"],  # TailingSubprocessHook
+            },
+            {
+                "integration-name": "MLflow",
+                "python-modules": [
+                    "airflow_mlops_provider.hooks.mlflow",
+                    "airflow_mlops_provider.hooks.mlflow_base",
+                ],
+            },
+            {"integration-name": "Feast", "python-modules": ["airflow_mlops_provider.hooks.feast"]},
+        ],
+        "sensors": [
+            {"integration-name": "MLflow", "python-modules": ["airflow_mlops_provider.sensors.mlflow"]},
+            {"integration-name": "Feast", "python-modules": ["airflow_mlops_provider.sensors.feast"]},
+        ],
+        "triggers": [
+            {"integration-name": "MLflow", "python-modules": ["airflow_mlops_provider.triggers.mlflow"]},
+            {"integration-name": "Feast", "python-modules": ["airflow_mlops_provider.triggers.feast"]},
         ],
         "connection-types": [_mlflow_connection(), _feast_connection()],
         "asset-uris": [
             {"schemes": ["feast"], "handler": "airflow_mlops_provider.assets.feast.sanitize_uri"},
+            {"schemes": ["mlflow-model"], "handler": "airflow_mlops_provider.assets.mlflow.sanitize_uri"},
         ],
         "extra-links": [
             "airflow_mlops_provider.links.mlflow.MlflowRunLink",
             "airflow_mlops_provider.links.mlflow.MlflowModelVersionLink",
         ],
-        "plugins": [{"name": "mlops", "plugin-class": "airflow_mlops_provider.plugins.mlops.MlopsPlugin"}],
         "config": {
             "mlops": {
                 "description": "Settings of airflow-mlops-provider.",

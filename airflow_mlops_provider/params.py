@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Param
 
+from airflow_mlops_provider.sweeps.schema import SEARCH_SPACE_SCHEMA
 from airflow_mlops_provider.sweeps.select import MODES
-from airflow_mlops_provider.sweeps.space import DISTRIBUTIONS, parse_search_space
+from airflow_mlops_provider.sweeps.space import parse_search_space
 from airflow_mlops_provider.sweeps.tasks import STRATEGIES
 
 if TYPE_CHECKING:
@@ -41,47 +42,6 @@ __all__ = [
 #: Where trials may run.
 RUNTIMES = ("docker", "kubernetes", "local")
 
-_DIMENSION_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "distribution": {"enum": list(DISTRIBUTIONS)},
-        "values": {"type": "array", "minItems": 1},
-        "low": {"type": "number"},
-        "high": {"type": "number"},
-        "step": {"type": "number", "exclusiveMinimum": 0},
-        "num": {"type": "integer", "minimum": 1},
-        "log": {"type": "boolean"},
-    },
-    "additionalProperties": False,
-    "allOf": [
-        {
-            "if": {"properties": {"distribution": {"const": "choice"}}, "required": ["distribution"]},
-            "then": {"required": ["values"]},
-        },
-        {
-            "if": {"properties": {"distribution": {"enum": ["int", "float"]}}, "required": ["distribution"]},
-            "then": {"required": ["low", "high"]},
-        },
-        {
-            "if": {"properties": {"log": {"const": True}}, "required": ["log"]},
-            "then": {"properties": {"low": {"exclusiveMinimum": 0}}},
-        },
-    ],
-}
-
-#: JSON schema of a search space (the checks JSON schema cannot express, such as
-#: ``low <= high``, are made by ``parse_search_space`` when the sweep is planned).
-SEARCH_SPACE_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "minProperties": 1,
-    "propertyNames": {"minLength": 1},
-    "additionalProperties": {
-        "if": {"type": "object"},
-        "then": _DIMENSION_SCHEMA,
-        "else": {"if": {"type": "array"}, "then": {"minItems": 1}},
-    },
-}
-
 
 def search_space_param(
     default: Mapping[str, Any],
@@ -92,6 +52,9 @@ def search_space_param(
 ) -> Param:
     """
     Return a Param for a search space; the default is checked now with ``parse_search_space``.
+
+    The Param's JSON schema is :data:`~airflow_mlops_provider.sweeps.schema.SEARCH_SPACE_SCHEMA`,
+    the same rules ``parse_search_space`` applies when the sweep is planned.
 
     :param default: The default space.
     :param description: Help text shown under the field.

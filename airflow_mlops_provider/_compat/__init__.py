@@ -12,11 +12,17 @@ import functools
 from importlib.metadata import PackageNotFoundError, version
 from typing import NamedTuple
 
+from airflow.sdk.exceptions import AirflowFailException
+
 __all__ = ["UnsupportedVersionError", "VersionRange", "installed_version", "version_gate"]
 
 
-class UnsupportedVersionError(RuntimeError):
-    """A private API is used on a version of its library it was not written for."""
+class UnsupportedVersionError(AirflowFailException):
+    """
+    A private API is used on a version of its library it was not written for.
+
+    An ``AirflowFailException``: retrying cannot change the installed version.
+    """
 
 
 class VersionRange(NamedTuple):

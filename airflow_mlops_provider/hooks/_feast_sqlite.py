@@ -11,17 +11,22 @@ statements of each transaction. It then replays them in order, with ``executeman
 transaction on the real connection, under an exclusive file lock next to the database. The SQL,
 the parameters and their order are Feast's. Only the preparation moves out of the lock, and a
 waiting writer queues on the file lock instead of timing out.
+
+The private parts of Feast's store this needs (``_conn``, ``_get_conn``, ``_get_db_path`` and
+the shape of ``online_write_batch``) are reached through :mod:`airflow_mlops_provider._compat.feast`.
 """
 
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+
+from airflow_mlops_provider._compat import feast as feast_compat
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from contextlib import AbstractContextManager
+    from pathlib import Path
 
 _WRITE_VERBS = ("INSERT", "UPDATE", "DELETE", "REPLACE")
 
@@ -66,11 +71,6 @@ class _RecordingConnection:
         return getattr(self._conn, name)
 
 
-def db_path(online_store: Any, config: Any) -> Path:
-    """The SQLite database file of Feast's SQLite online store."""
-    return Path(online_store._get_db_path(config))
-
-
 def write_batch(
     write: Callable[..., Any],
     online_store: Any,
@@ -84,23 +84,30 @@ def write_batch(
     """
     Run Feast's ``online_write_batch`` (``write``) with the database held only for the writes.
 
+    Outside the feast versions this was written for (``_compat.feast.SQLITE_GATE``), Feast's own
+    write runs as it is, under the same lock.
+
     :param write: The online store's original ``online_write_batch``.
     :param lock: Returns the exclusive lock for a database file (held while replaying).
     """
-    conn = online_store._get_conn(config)
-    path = db_path(online_store, config)
+    path = feast_compat.sqlite_db_path(online_store, config)
+    if not feast_compat.sqlite_recorded_writes_supported():
+        with lock(path):
+            write(config, table, data, progress)
+        return
+    conn = feast_compat.sqlite_connection(online_store, config)
     recorder = _RecordingConnection(conn)
-    online_store._conn = recorder
+    feast_compat.set_sqlite_connection(online_store, recorder)
     try:
         write(config, table, data, progress)
     except _NotDeferrable:
         # A Feast version that reads inside its write transaction: run it as it is.
-        online_store._conn = conn
+        feast_compat.set_sqlite_connection(online_store, conn)
         with lock(path):
             write(config, table, data, progress)
         return
     finally:
-        online_store._conn = conn
+        feast_compat.set_sqlite_connection(online_store, conn)
     with lock(path):
         for statements in recorder.transactions:
             with conn:

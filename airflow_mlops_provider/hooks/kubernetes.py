@@ -125,7 +125,10 @@ class GpuKubernetesHook(KubernetesHook):
                 kwargs["_continue"] = token
             page = self.core_v1_client.list_node(**kwargs)
             nodes.extend(page.items or [])
-            token = page.metadata._continue if page.metadata else None
+            # The list's ``continue`` token. Python cannot name a field ``continue``, so the
+            # generated client calls it ``_continue`` (its documented property and the keyword
+            # of ``list_node``); ``to_dict()`` is the model's public view of it.
+            token = page.metadata.to_dict().get("_continue") if page.metadata else None
             if not token:
                 return nodes
 

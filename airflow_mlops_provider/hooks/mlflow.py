@@ -1,36 +1,41 @@
-"""MlflowHook: one lazily built ``MlflowClient`` for an Airflow connection of type ``mlflow``.
+"""MlflowHook: the MLflow model registry as the operators, the sensor and the trigger use it.
 
-The tracking URI comes from the connection's host, port and schema (``http``/``https``), or from
-the ``tracking_uri`` extra (``sqlite:///...``, ``file:///...`` or a full ``http(s)://`` URL).
-
-The connection password is a token (sent as ``Authorization: Bearer``), or, when the login is
-set, the password of HTTP basic authentication. It is masked as soon as it is read, never
-logged, and never written into ``os.environ``: the hook gives its own client a REST store that
-carries the credentials, so two hooks with different tokens in one process never share them.
+Finding a version, creating one exactly once per task instance, waiting until it is READY,
+reading a version's metrics, reading and moving aliases. The connection, the client and the
+meaning of MLflow's errors are in :mod:`airflow_mlops_provider.hooks.mlflow_base`.
 """
 
 from __future__ import annotations
 
-from functools import cached_property
-from typing import TYPE_CHECKING, Any
+import time
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowFailException
-from airflow.sdk.log import mask_secret
+
+from airflow_mlops_provider.exceptions import ModelRegistryError
+from airflow_mlops_provider.hooks.mlflow_base import MlflowBaseHook
 
 if TYPE_CHECKING:
-    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
 
-_HTTP_SCHEMES = ("http", "https")
+__all__ = ["TI_KEY_TAG", "MlflowHook", "VersionMetrics"]
 
-
-def _as_bool(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in {"1", "true", "yes", "on"}
-    return bool(value)
+#: Version tag holding a hash of the task instance identity (dag_id, task_id, run_id, map_index).
+TI_KEY_TAG = "airflow.ti_key"
 
 
-class MlflowHook(BaseHook):
+class VersionMetrics(NamedTuple):
+    """A model version's metrics: its run's, then its logged model's for keys the run lacks."""
+
+    run_id: str | None
+    metrics: dict[str, float]
+
+
+def _quoted(name: str) -> str:
+    return name.replace("'", "\\'")
+
+
+class MlflowHook(MlflowBaseHook):
     """
     Interact with an MLflow tracking server and model registry through ``MlflowClient``.
 
@@ -39,242 +44,208 @@ class MlflowHook(BaseHook):
     :param mlflow_conn_id: The Airflow connection of type ``mlflow``.
     """
 
-    conn_name_attr = "mlflow_conn_id"
-    default_conn_name = "mlflow_default"
-    conn_type = "mlflow"
-    hook_name = "MLflow"
+    def find_model_version(
+        self, model_name: str, *, alias: str | None = None, min_version: int | None = None
+    ) -> dict[str, Any] | None:
+        """
+        Return ``{"name", "version", "alias", "run_id"}`` once the condition holds, else ``None``.
 
-    def __init__(self, mlflow_conn_id: str = default_conn_name, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.mlflow_conn_id = mlflow_conn_id
+        - ``alias`` alone: the alias points at some version;
+        - ``alias`` and ``min_version``: the alias points at a version ``>= min_version``;
+        - ``min_version`` alone: a version ``>= min_version`` exists.
 
-    @cached_property
-    def _settings(self) -> dict[str, Any]:
-        """Everything the client needs, read once from the connection."""
-        conn = self.get_connection(self.mlflow_conn_id)
-        extra = conn.extra_dejson or {}
-        secret = conn.password or None
-        if secret:
-            mask_secret(secret)
-        tracking_uri = (extra.get("tracking_uri") or "").strip()
-        if not tracking_uri:
-            host = (conn.host or "").strip()
-            if not host:
-                raise AirflowFailException(
-                    f"MLflow connection {self.mlflow_conn_id!r} has neither a host nor a 'tracking_uri' extra"
-                )
-            if "://" in host:
-                tracking_uri = host.rstrip("/")
+        A registered model that does not exist yet counts as "not yet".
+        """
+        from mlflow.exceptions import MlflowException
+
+        client = self.get_conn()
+        try:
+            if alias:
+                mv = client.get_model_version_by_alias(model_name, alias)
             else:
-                scheme = (conn.schema or "http").strip().lower()
-                if scheme not in _HTTP_SCHEMES:
-                    raise AirflowFailException(
-                        f"MLflow connection {self.mlflow_conn_id!r}: schema must be 'http' or "
-                        f"'https', got {conn.schema!r}"
-                    )
-                tracking_uri = f"{scheme}://{host.rstrip('/')}"
-                if conn.port:
-                    tracking_uri += f":{conn.port}"
-        registry_uri = (extra.get("registry_uri") or "").strip() or tracking_uri
-        ui_url = (extra.get("ui_url") or "").strip()
-        if not ui_url and tracking_uri.split("://", 1)[0] in _HTTP_SCHEMES:
-            ui_url = tracking_uri
-        return {
-            "tracking_uri": tracking_uri,
-            "registry_uri": registry_uri,
-            "login": conn.login or None,
-            "secret": secret,
-            "insecure": _as_bool(extra.get("insecure_skip_verify", False)),
-            "ui_url": ui_url.rstrip("/"),
-        }
+                found = client.search_model_versions(
+                    f"name = '{_quoted(model_name)}'", max_results=1, order_by=["version_number DESC"]
+                )
+                if not found:
+                    return None
+                mv = found[0]
+        except MlflowException as err:
+            if self.is_not_found(err):
+                return None
+            raise
+        if min_version is not None and int(mv.version) < int(min_version):
+            return None
+        return {"name": model_name, "version": str(mv.version), "alias": alias, "run_id": mv.run_id}
 
-    @property
-    def tracking_uri(self) -> str:
-        """The tracking URI the client talks to."""
-        return self._settings["tracking_uri"]
+    def alias_version(self, model_name: str, alias: str) -> str | None:
+        """The version ``alias`` points at, or None when the alias (or the model) is not there."""
+        from mlflow.exceptions import MlflowException
 
-    @property
-    def registry_uri(self) -> str:
-        """The model registry URI (the tracking URI unless the ``registry_uri`` extra is set)."""
-        return self._settings["registry_uri"]
+        try:
+            return str(self.get_conn().get_model_version_by_alias(model_name, alias).version)
+        except MlflowException as err:
+            if self.is_not_found(err):
+                return None
+            raise
 
-    @property
-    def ui_url(self) -> str:
-        """Base URL of the MLflow UI ("" when there is none, e.g. for ``sqlite:`` stores)."""
-        return self._settings["ui_url"]
+    def set_alias(self, model_name: str, alias: str, version: str | int) -> None:
+        """Point ``alias`` of ``model_name`` at ``version``."""
+        self.get_conn().set_registered_model_alias(model_name, alias, str(version))
 
-    def _host_creds(self, uri: str) -> Any:
-        from mlflow.utils.rest_utils import MlflowHostCreds
+    def set_version_tags(self, model_name: str, version: str | int, tags: dict[str, str]) -> None:
+        """Set ``tags`` on a model version, one call per tag."""
+        client = self.get_conn()
+        for key, value in tags.items():
+            client.set_model_version_tag(model_name, str(version), key, value)
 
-        settings = self._settings
-        secret = settings["secret"]
-        if settings["login"]:
-            return MlflowHostCreds(
-                uri,
-                username=settings["login"],
-                password=secret,
-                ignore_tls_verification=settings["insecure"],
-            )
-        return MlflowHostCreds(uri, token=secret, ignore_tls_verification=settings["insecure"])
+    def ensure_registered_model(self, model_name: str) -> bool:
+        """Create the registered model unless it exists; True when this call created it."""
+        from mlflow.exceptions import MlflowException
 
-    @cached_property
-    def client(self) -> MlflowClient:
-        """The ``MlflowClient``, built on first use."""
-        from mlflow import MlflowClient
+        try:
+            self.get_conn().create_registered_model(model_name)
+        except MlflowException as err:  # created meanwhile by another task
+            if self.is_already_exists(err):
+                return False
+            raise
+        self.log.info("Created registered model %s", model_name)
+        return True
 
-        settings = self._settings
-        client = MlflowClient(tracking_uri=settings["tracking_uri"], registry_uri=settings["registry_uri"])
-        _bind_rest_stores(client, self)
-        self.log.info(
-            "MLflow client for tracking URI %s (registry %s)",
-            settings["tracking_uri"],
-            settings["registry_uri"],
+    def versions_of_ti(self, model_name: str, ti_key: str) -> list[ModelVersion]:
+        """The versions of ``model_name`` tagged with task instance key ``ti_key``, oldest first."""
+        found = self.get_conn().search_model_versions(
+            f"name = '{_quoted(model_name)}' AND tags.`{TI_KEY_TAG}` = '{ti_key}'"
         )
-        return client
+        return sorted(found, key=lambda v: int(v.version))
 
-    def get_conn(self) -> MlflowClient:
-        """Return the ``MlflowClient``."""
-        return self.client
-
-    def test_connection(self) -> tuple[bool, str]:
-        """
-        Check that the registry answers one search call (used by the Airflow UI).
-
-        For an HTTP server the call is made once, without MLflow's retries, so a wrong address
-        fails in seconds rather than after minutes of back-off.
-        """
-        try:
-            uri = self.registry_uri
-            if uri.split("://", 1)[0] in _HTTP_SCHEMES:
-                from mlflow.utils.rest_utils import http_request_safe
-
-                http_request_safe(
-                    self._host_creds(uri),
-                    "/api/2.0/mlflow/registered-models/search",
-                    "GET",
-                    max_retries=0,
-                    timeout=10,
-                    params={"max_results": 1},
-                )
-            else:
-                self.client.search_registered_models(max_results=1)
-        except Exception as err:
-            return False, f"MLflow at {self._safe_uri()} did not answer: {err}"
-        return True, f"Connected to MLflow at {self._safe_uri()}"
-
-    def _safe_uri(self) -> str:
-        try:
-            return self.tracking_uri
-        except Exception:
-            return f"<connection {self.mlflow_conn_id!r}>"
-
-    @property
-    def registry_is_http(self) -> bool:
-        """True when the registry is a tracking server reached over HTTP(S)."""
-        return self.registry_uri.split("://", 1)[0] in _HTTP_SCHEMES
-
-    def create_model_version_once(
+    def resolve_model_source(
         self,
         *,
-        name: str,
-        source: str,
-        run_id: str | None = None,
-        tags: dict[str, str] | None = None,
-        description: str | None = None,
-        model_id: str | None = None,
-    ) -> Any:
+        source: str | None,
+        run_id: str | None,
+        model_id: str | None,
+        artifact_path: str | None,
+    ) -> tuple[str, str | None, str | None]:
         """
-        Create a model version with exactly one HTTP attempt (MLflow's client retries a POST
-        whose response was lost, which creates a second version); the caller decides what a
-        lost response means. Non-HTTP registries go through the client.
-
-        :raises mlflow.exceptions.RestException: The server answered with an error.
-        :raises mlflow.exceptions.MlflowException: No answer (connection refused, reset...).
+        Return ``(source, run_id, model_id)`` to register, from any of: a source URI, a logged
+        model id (MLflow 3), or a run and the name the model was logged under in it.
         """
-        uri = self.registry_uri
-        if not self.registry_is_http:
-            return self.client.create_model_version(
-                name=name,
-                source=source,
-                run_id=run_id,
-                tags=tags,
-                description=description,
-                await_creation_for=0,
-                model_id=model_id,
+        client = self.get_conn()
+        run_id = run_id or None
+        model_id = model_id or None
+        if source:
+            if model_id is None and source.startswith("models:/m-"):
+                # MLflow 3 requires the logged model's id next to a models:/<model_id> source.
+                model_id = source.removeprefix("models:/").split("/", 1)[0]
+            if model_id and run_id is None:
+                run_id = client.get_logged_model(model_id).source_run_id
+            return source, run_id, model_id
+        if model_id:
+            if run_id is None:
+                run_id = client.get_logged_model(model_id).source_run_id
+            return f"models:/{model_id}", run_id, model_id
+        if run_id is None:
+            raise AirflowFailException(
+                f"nothing to register: source={source!r}, model_id={model_id!r} and run_id={run_id!r}"
             )
-        from mlflow.entities.model_registry import ModelVersion
-        from mlflow.protos.model_registry_pb2 import CreateModelVersion
-        from mlflow.utils.proto_json_utils import parse_dict
-        from mlflow.utils.rest_utils import http_request, verify_rest_response
+        run = client.get_run(run_id)
+        for output in getattr(run.outputs, "model_outputs", None) or []:
+            logged = client.get_logged_model(output.model_id)
+            if logged.name == artifact_path:
+                return f"models:/{logged.model_id}", run_id, logged.model_id
+        return f"runs:/{run_id}/{artifact_path}", run_id, None
 
-        endpoint = "/api/2.0/mlflow/model-versions/create"
-        body: dict[str, Any] = {
-            "name": name,
-            "source": source,
-            "tags": [{"key": k, "value": v} for k, v in (tags or {}).items()],
-        }
-        for key, value in (("run_id", run_id), ("description", description), ("model_id", model_id)):
-            if value:
-                body[key] = value
-        response = http_request(self._host_creds(uri), endpoint, "POST", max_retries=0, json=body)
-        response = verify_rest_response(response, endpoint)
-        proto = CreateModelVersion.Response()
-        parse_dict(response.json(), proto)
-        return ModelVersion.from_proto(proto.model_version)
+    def create_version_once_per_ti(
+        self, model_name: str, ti_key: str, *, attempts: int = 4, **create: Any
+    ) -> ModelVersion:
+        """
+        Create a version of ``model_name`` (creating the registered model when it is missing),
+        with single-attempt requests. When a request gets no answer, the server may still have
+        committed it: the task instance's version is looked up before trying again, so a lost
+        response never leaves two versions.
 
-    def run_url(self, experiment_id: str | None, run_id: str | None) -> str:
-        """The UI URL of a run, or "" when there is no UI URL or no run."""
-        if not self.ui_url or not run_id or not experiment_id:
-            return ""
-        return f"{self.ui_url}/#/experiments/{experiment_id}/runs/{run_id}"
+        :param ti_key: The task instance key the version is tagged with (in ``create["tags"]``).
+        :param create: ``source``, ``run_id``, ``model_id``, ``tags``, ``description``.
+        :raises ModelRegistryError: The registry refused, or kept not answering.
+        """
+        from mlflow.exceptions import MlflowException
 
-    def model_version_url(self, model_name: str, version: str | int | None) -> str:
-        """The UI URL of a registered model version, or "" when there is no UI URL."""
-        from urllib.parse import quote
+        created_model = False
+        delay = 0.5
+        what = f"Could not create a version of {model_name!r} from {create['source']!r}"
+        for attempt in range(1, attempts + 1):
+            try:
+                return self.create_model_version_once(name=model_name, **create)
+            except MlflowException as err:
+                answered = self.is_answer(err)
+                if answered and self.is_model_missing(err) and not created_model:
+                    self.ensure_registered_model(model_name)
+                    created_model = True
+                    continue
+                if answered:
+                    raise ModelRegistryError(f"{what}: {err}", model_name=model_name) from err
+                self.log.warning(
+                    "No answer to create a version of %s (attempt %d): %s", model_name, attempt, err
+                )
+                try:
+                    found = self.versions_of_ti(model_name, ti_key)
+                except MlflowException as lookup_err:
+                    # Creating again could duplicate a committed version: let the task retry look.
+                    raise ModelRegistryError(
+                        f"{what}: no answer ({err}), and looking for a committed version failed "
+                        f"too: {lookup_err}",
+                        model_name=model_name,
+                    ) from err
+                if found:
+                    self.log.info("The server had committed it: version %s", found[0].version)
+                    return found[0]
+                if attempt == attempts:
+                    raise ModelRegistryError(f"{what}: {err}", model_name=model_name) from err
+                time.sleep(delay)
+                delay *= 2
+        raise ModelRegistryError(f"Could not create a version of {model_name!r}", model_name=model_name)
 
-        if not self.ui_url or version in (None, ""):
-            return ""
-        return f"{self.ui_url}/#/models/{quote(model_name, safe='')}/versions/{version}"
+    def wait_until_ready(self, model_name: str, version: str, timeout: float) -> ModelVersion:
+        """
+        Poll the version until its status is READY.
 
+        :raises ModelRegistryError: FAILED_REGISTRATION, or not READY after ``timeout`` seconds.
+        """
+        client = self.get_conn()
+        deadline = time.monotonic() + float(timeout)
+        delay = 0.2
+        while True:
+            current = client.get_model_version(model_name, version)
+            if current.status == "READY":
+                return current
+            if current.status == "FAILED_REGISTRATION":
+                raise ModelRegistryError(
+                    f"Version {version} of {model_name!r} failed registration: {current.status_message}",
+                    model_name=model_name,
+                    version=version,
+                )
+            if time.monotonic() > deadline:
+                raise ModelRegistryError(
+                    f"Version {version} of {model_name!r} not READY after {timeout}s "
+                    f"(status {current.status})",
+                    model_name=model_name,
+                    version=version,
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
-def _bind_rest_stores(client: Any, hook: MlflowHook) -> None:
-    """
-    Give ``client`` REST stores of its own that carry ``hook``'s credentials.
-
-    MLflow caches one store per URI for the whole process and reads credentials from environment
-    variables; binding per-client stores keeps tokens per hook and out of ``os.environ``.
-    Non-HTTP URIs (``sqlite:``, ``file:``, ``databricks``...) keep MLflow's own stores.
-    """
-    from functools import partial
-
-    from mlflow.store.model_registry.rest_store import RestStore as RegistryRestStore
-    from mlflow.store.tracking.rest_store import RestStore as TrackingRestStore
-    from mlflow.tracking._model_registry.client import ModelRegistryClient
-    from mlflow.tracking._tracking_service.client import TrackingServiceClient
-
-    class _TrackingClient(TrackingServiceClient):
-        def __init__(self, tracking_uri: str, store: Any) -> None:
-            self._bound_store = store
-            super().__init__(tracking_uri)
-
-        @property
-        def store(self) -> Any:
-            return self._bound_store
-
-    class _RegistryClient(ModelRegistryClient):
-        def __init__(self, registry_uri: str, tracking_uri: str, store: Any) -> None:
-            self._bound_store = store
-            super().__init__(registry_uri, tracking_uri)
-
-        @property
-        def store(self) -> Any:
-            return self._bound_store
-
-    tracking_uri = hook.tracking_uri
-    registry_uri = hook.registry_uri
-    if tracking_uri.split("://", 1)[0] in _HTTP_SCHEMES:
-        tracking_store = TrackingRestStore(partial(hook._host_creds, tracking_uri))
-        client._tracking_client = _TrackingClient(tracking_uri, tracking_store)
-    if registry_uri.split("://", 1)[0] in _HTTP_SCHEMES:
-        registry_store = RegistryRestStore(partial(hook._host_creds, registry_uri))
-        client._registry_client_lazy = _RegistryClient(registry_uri, tracking_uri, registry_store)
+    def version_metrics(self, model_name: str, version: str, *, wanted: str | None = None) -> VersionMetrics:
+        """
+        The metrics of a model version: its run's, and its logged model's (MLflow 3) for keys
+        the run lacks (read only when the run lacks ``wanted``, if given).
+        """
+        client = self.get_conn()
+        mv = client.get_model_version(model_name, version)
+        metrics: dict[str, float] = {}
+        if mv.run_id:
+            metrics = dict(client.get_run(mv.run_id).data.metrics)
+        model_id = getattr(mv, "model_id", None)
+        if (wanted is None or wanted not in metrics) and model_id:
+            logged = client.get_logged_model(model_id)
+            metrics = {m.key: m.value for m in (logged.metrics or [])} | metrics
+        return VersionMetrics(run_id=mv.run_id, metrics=metrics)

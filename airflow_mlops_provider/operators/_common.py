@@ -1,12 +1,26 @@
-"""What the Docker and Kubernetes runtimes share: the argument vocabulary and the result contract.
+"""The container contract every runtime (Docker, Kubernetes, local) implements the same way.
 
-Both ``GpuDockerOperator`` and ``GpuKubernetesPodOperator`` accept ``image``, ``command``,
-``env`` and ``resources`` and mean the same thing by them. Static values are validated when the
-DAG file is parsed (``ValueError``); templated values are validated after rendering, at the
-start of ``execute`` (``AirflowFailException``: a configuration error is not retried).
+``GpuDockerOperator``, ``GpuKubernetesPodOperator`` and ``LocalProcessOperator`` accept
+``image``, ``command``, ``env``, ``resources`` and ``return_result_file`` and mean the same
+thing by them; the rules below are written once, here, and checked by one parity test
+(``tests/integration/parity``):
 
-The result contract is KubernetesPodOperator's: the container writes one JSON document to
-``/airflow/xcom/return.json`` and the operator returns it as the task's XCom.
+- **Validation.** Static values are checked when the DAG file is parsed (``ValueError``);
+  templated values after rendering, at the start of ``execute``, by the same check, through
+  :func:`rendered`: ``ContainerConfigError`` ("Invalid <argument> after rendering: <the
+  parse-time text>"), an ``AirflowFailException``, so a configuration error is not retried.
+- **Precedence.** ``env`` wins over the runtime's own argument (``environment`` on Docker,
+  ``env_vars`` on Kubernetes, the worker's environment locally): :func:`merge_env`. The names
+  it took over are logged at INFO (never the values).
+- **Clashes.** One of our arguments and a native one that set the same thing (``resources``
+  and ``container_resources``, ``command`` and ``arguments``, ...) are a parse-time
+  ``ValueError`` from :func:`reject_clash`, never silently resolved.
+- **Result file.** The process finds the path in ``$MLOPS_RESULT_FILE`` (containers:
+  ``/airflow/xcom/return.json``, KubernetesPodOperator's path; local: a private temporary
+  file). Present: its JSON is the task's XCom; missing: ``None``; not JSON:
+  ``ResultFileError`` from :func:`parse_result_text`.
+- **Exit code.** A non-zero exit is a ``ContainerFailedError`` carrying the exit code and the
+  last output lines: :func:`container_failed_error`.
 
 ``BaseOperator`` already owns an attribute called ``resources`` (Airflow's executor resources),
 so the operators keep our value in ``compute_resources``; users still pass ``resources=``.
@@ -17,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow.sdk.exceptions import AirflowFailException
@@ -27,10 +41,16 @@ from airflow_mlops_provider.compute import Resources
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from airflow_mlops_provider.exceptions import ContainerFailedError
+
 #: Directory the container writes its result into (the same path as KubernetesPodOperator's).
 RESULT_DIR = "/airflow/xcom"
 #: The JSON document a container writes; the operator returns it as the task's XCom.
 RESULT_FILE = f"{RESULT_DIR}/return.json"
+#: The variable every runtime sets to the result file's path, so one trainer works everywhere.
+RESULT_FILE_ENV = "MLOPS_RESULT_FILE"
+#: How many of the last output lines a ``ContainerFailedError`` of a container carries.
+ERROR_TAIL_LINES = 20
 
 T = TypeVar("T")
 
@@ -69,14 +89,36 @@ def rendered(argument: str, check: Callable[[Any], T], value: Any) -> T:
         raise ContainerConfigError(argument, str(err)) from err
 
 
-def merge_env(env: Mapping[str, Any] | None, native: Mapping[str, Any] | None) -> dict[str, str]:
+def merge_env(
+    env: Mapping[str, Any] | None,
+    native: Mapping[str, Any] | None,
+    *,
+    native_name: str = "the native environment",
+    log: Any = None,
+) -> dict[str, str]:
     """
     Return the native environment with ``env`` laid over it, every value a string.
 
     The precedence rule of every runtime: ``env`` wins over the runtime's own argument
     (``environment`` on Docker, ``env_vars`` on Kubernetes, the worker's environment locally).
+
+    :param env: Our ``env`` (rendered).
+    :param native: The runtime's own environment argument (rendered).
+    :param native_name: What ``native`` is called, for the log line.
+    :param log: Where to log the names ``env`` took over (INFO); None logs nothing.
     """
-    return {**env_as_strings(native), **env_as_strings(env)}
+    ours = env_as_strings(env)
+    merged = env_as_strings(native)
+    log_env_overrides(log, [name for name in ours if name in merged], native_name)
+    merged.update(ours)
+    return merged
+
+
+def log_env_overrides(log: Any, names: Iterable[str], native_name: str) -> None:
+    """Log at INFO the variable names (never the values) that ``env`` took over from ``native_name``."""
+    overridden = sorted(set(names))
+    if overridden and log is not None:
+        log.info("env overrides %s given in %s", overridden, native_name)
 
 
 def reject_clash(ours: str, ours_value: Any, native: str, native_value: Any) -> None:
@@ -110,8 +152,24 @@ def parse_result_text(text: str, *, source: str) -> Any:
         from airflow_mlops_provider.exceptions import ResultFileError
 
         raise ResultFileError(
-            f"{source} wrote {RESULT_FILE} that is not JSON: {err}; first bytes: {text[:200]!r}"
+            f"{source} wrote a result file (${RESULT_FILE_ENV}) that is not JSON: {err}; "
+            f"first bytes: {text[:200]!r}"
         ) from err
+
+
+def container_failed_error(source: str, exit_code: int | None, lines: Iterable[str]) -> ContainerFailedError:
+    """
+    Return the error of a process that exited with a non-zero code (the same shape on every runtime).
+
+    :param source: What ran, for the message (``"Container mlops-train-..."``, ``"Pod train-..."``).
+    :param exit_code: Its exit code.
+    :param lines: Its last output lines (already cut to the tail).
+    """
+    from airflow_mlops_provider.exceptions import ContainerFailedError
+
+    return ContainerFailedError(
+        f"{source} exited with code {exit_code}", exit_code=exit_code, logs="\n".join(lines)
+    )
 
 
 def resources_for_init(value: Any) -> Any:
@@ -129,40 +187,72 @@ def resources_for_execute(value: Any) -> Resources:
     """
     Return rendered ``resources`` as ``Resources``.
 
-    :raises AirflowFailException: when the rendered value is invalid (no retry).
+    :raises ContainerConfigError: when the rendered value is invalid (an ``AirflowFailException``: no retry).
     """
-    try:
-        return Resources.coerce(value)
-    except ValueError as err:
-        raise AirflowFailException(f"Invalid resources after rendering: {err}") from err
+    return rendered("resources", Resources.coerce, value)
+
+
+def check_image(image: Any) -> str:
+    """Return ``image``; raise ``ValueError`` unless it is a non-empty string."""
+    if not isinstance(image, str) or not image.strip():
+        raise ValueError(f"image must be a non-empty image reference such as 'python:3.11', got {image!r}")
+    return image
 
 
 def validate_image(image: Any) -> None:
     """Raise ``ValueError`` unless ``image`` is a non-empty string (or a template)."""
-    if not isinstance(image, str) or not image.strip():
-        raise ValueError(f"image must be a non-empty image reference such as 'python:3.11', got {image!r}")
+    check_image(image)
 
 
-def validate_command(command: Any) -> None:
-    """Raise ``ValueError`` unless ``command`` is None, a string, or a list of strings."""
-    if command is None or isinstance(command, str) or _is_deferred_value(command):
-        return
+def check_command(command: Any) -> str | list[Any] | None:
+    """Return ``command``; raise ``ValueError`` unless it is None, a string, or a list of strings."""
+    if command is None or isinstance(command, str):
+        return command
     if isinstance(command, Sequence) and all(
         isinstance(part, (str, int, float)) and not isinstance(part, bool) for part in command
     ):
-        return
+        return list(command)
     raise ValueError(f"command must be a string or a list of strings, got {command!r}")
 
 
-def validate_env(env: Any) -> None:
-    """Raise ``ValueError`` unless ``env`` is None or a mapping with string keys."""
-    if env is None or (_is_deferred_value(env) and not isinstance(env, Mapping)):
-        return
+def validate_command(command: Any) -> None:
+    """Raise ``ValueError`` unless ``command`` is None, a string, or a list of strings (or a template)."""
+    if not _is_deferred_value(command):
+        check_command(command)
+
+
+def check_env(env: Any) -> dict[str, str]:
+    """Return ``env`` with string values; raise ``ValueError`` unless it is None or a dict of names."""
+    if env is None:
+        return {}
     if not isinstance(env, Mapping):
         raise ValueError(f"env must be a dict of variable names to values, got {env!r}")
     bad = [k for k in env if not isinstance(k, str) or not k or "=" in k]
     if bad:
         raise ValueError(f"env keys must be non-empty strings without '=', got {bad!r} in env")
+    return env_as_strings(env)
+
+
+def validate_env(env: Any) -> None:
+    """Raise ``ValueError`` unless ``env`` is None or a mapping with string keys (or a template)."""
+    if env is None or (_is_deferred_value(env) and not isinstance(env, Mapping)):
+        return
+    check_env(env)
+
+
+def rendered_image(value: Any) -> str:
+    """Return the rendered ``image``; raise ``ContainerConfigError`` when it is not an image reference."""
+    return rendered("image", check_image, value)
+
+
+def rendered_command(value: Any) -> str | list[Any] | None:
+    """Return the rendered ``command``; raise ``ContainerConfigError`` when it is not a string or list."""
+    return rendered("command", check_command, value)
+
+
+def rendered_env(value: Any) -> dict[str, str]:
+    """Return the rendered ``env`` with string values; raise ``ContainerConfigError`` when it is not a dict."""
+    return rendered("env", check_env, value)
 
 
 def env_as_strings(env: Mapping[str, Any] | None) -> dict[str, str]:

@@ -10,8 +10,10 @@ the ``[mlops] runtime`` option (``AIRFLOW__MLOPS__RUNTIME``, default ``docker``)
                       docker_kwargs={"gpu_fallback": "cpu"},
                       kubernetes_kwargs={"namespace": "ml"})
 
-**Shared vocabulary.** ``image``, ``command``, ``env`` and ``resources`` (plus every BaseOperator
-argument: ``task_id``, ``retries``, ...) mean the same thing on both runtimes.
+**Shared vocabulary.** ``image``, ``command``, ``env``, ``resources`` and ``return_result_file``
+(plus every BaseOperator argument: ``task_id``, ``retries``, ...) mean the same thing on every
+runtime, with the same precedence, errors and result file: the contract written once in
+:mod:`airflow_mlops_provider.operators._common` and checked by ``tests/integration/parity``.
 
 **Runtime-specific arguments** pass through in ``docker_kwargs={...}`` (GpuDockerOperator and
 DockerOperator arguments: ``gpu_ids``, ``gpu_fallback``, ``docker_url``, ``mounts``, ...) and

@@ -13,20 +13,25 @@ rendering, so a DAG param or a mapped trial (``.partial().expand_kwargs()``) can
 Everything else is KubernetesPodOperator's: the result comes from ``/airflow/xcom/return.json``
 through its sidecar, deferrable mode hands the wait to its trigger, the pod is deleted when the
 task finishes or is killed, and its labels identify dag, task, run, map index and try.
+
+The container contract of ``operators/_common.py`` is kept through KPO's public methods:
+``build_pod_request_obj`` (env precedence, ``$MLOPS_RESULT_FILE``, rendered-value checks),
+``extract_xcom`` (a result file that is not JSON is our ``ResultFileError``) and ``cleanup``
+(a non-zero exit of the base container is our ``ContainerFailedError`` with the exit code and
+the last output lines, read from the pod before KPO deletes it).
 """
 
 from __future__ import annotations
 
 import copy
 import shlex
-from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.cncf.kubernetes.backcompat.backwards_compat_converters import convert_env_vars
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 from airflow.sdk import conf
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 from airflow_mlops_provider.compute import (
     Resources,
@@ -36,9 +41,20 @@ from airflow_mlops_provider.compute import (
     build_shm_volume,
 )
 from airflow_mlops_provider.operators._common import (
+    ERROR_TAIL_LINES,
+    RESULT_FILE,
+    RESULT_FILE_ENV,
     ResourcesPartialMixin,
+    check_command,
+    container_failed_error,
     contains_template,
-    env_as_strings,
+    log_env_overrides,
+    parse_result_text,
+    reject_clash,
+    rendered,
+    rendered_command,
+    rendered_env,
+    rendered_image,
     resources_for_execute,
     resources_for_init,
     validate_command,
@@ -47,8 +63,12 @@ from airflow_mlops_provider.operators._common import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping, Sequence
+
     from airflow.sdk import Context
     from kubernetes.client import models as k8s
+
+    from airflow_mlops_provider.exceptions import ResultFileError
 
 __all__ = ["MANAGED_BY_LABEL", "GpuKubernetesPodOperator"]
 
@@ -64,13 +84,21 @@ def command_as_args(command: str | Sequence[Any] | None) -> list[str]:
     Docker's ``command`` replaces the image's ``CMD`` and keeps its ``ENTRYPOINT``; that is a
     pod's ``args``. A string is split like a shell would (``shlex.split``), as docker-py does.
     """
+    command = rendered("command", check_command, command)
     if command is None:
         return []
     if isinstance(command, str):
         return shlex.split(command)
-    if isinstance(command, Sequence):
-        return [str(part) for part in command]
-    raise AirflowFailException(f"command must render to a string or a list of strings, got {command!r}")
+    return [str(part) for part in command]
+
+
+def base_exit_code(pod: k8s.V1Pod | None, container_name: str) -> int | None:
+    """Return the exit code of ``container_name`` in ``pod``'s status, or None while it has none."""
+    statuses = (pod.status.container_statuses if pod is not None and pod.status else None) or []
+    for status in statuses:
+        if status.name == container_name and status.state and status.state.terminated:
+            return status.state.terminated.exit_code
+    return None
 
 
 def merge_required_node_affinity(
@@ -109,13 +137,16 @@ class GpuKubernetesPodOperator(ResourcesPartialMixin, KubernetesPodOperator):
 
     Every KubernetesPodOperator argument keeps working; ``resources`` cannot be combined with
     ``container_resources``, nor ``command`` with ``arguments`` (they say the same thing).
+    Bad values after rendering fail without retries (``ContainerConfigError``); a non-zero exit
+    raises ``ContainerFailedError`` and a result file that is not JSON ``ResultFileError``.
 
     :param image: Container image, e.g. ``"pytorch/pytorch:2.4.0-cuda12.1-cudnn9-runtime"``. (templated)
     :param command: What the container runs, as in Docker: a list, or a string split like a
         shell would. It becomes the pod's ``args`` (the image's entrypoint is kept; pass
         ``cmds=`` to replace it). (templated)
-    :param env: Environment variables as a dict; values are turned into strings. Applied before
-        ``env_vars``, so ``env_vars`` wins on a clash. (templated)
+    :param env: Environment variables as a dict; values are turned into strings. ``env`` wins
+        over ``env_vars``: an ``env`` name replaces the ``env_vars`` entry of that name (other
+        entries, ``value_from`` secrets included, stay). (templated)
     :param resources: A ``Resources``, its dict or its JSON text (what ``expand_kwargs`` and DAG
         params carry). Validated when the DAG is parsed if static, else after rendering. (templated)
     :param gpu_type_label: Node label that holds the GPU product for ``gpu_type``; defaults to
@@ -123,8 +154,11 @@ class GpuKubernetesPodOperator(ResourcesPartialMixin, KubernetesPodOperator):
     :param gpu_tolerations: Tolerations added when the pod asks for GPUs, as dicts such as
         ``{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}`` (the
         default, with the vendor's resource name as key). ``[]`` adds none.
-    :param do_xcom_push: Return the JSON in ``/airflow/xcom/return.json`` as the task's XCom
-        (KubernetesPodOperator's sidecar reads it). Defaults to True.
+    :param return_result_file: Return the JSON in ``/airflow/xcom/return.json``
+        (``$MLOPS_RESULT_FILE``) as the task's XCom, read by KubernetesPodOperator's sidecar.
+        Defaults to True. It sets KPO's ``do_xcom_push``.
+    :param do_xcom_push: KPO's name for ``return_result_file``; pass either (they must agree
+        when both are given).
     :param deferrable: Wait for the pod in the triggerer. Defaults to
         ``[operators] default_deferrable``, read when the operator is created.
     """
@@ -150,40 +184,46 @@ class GpuKubernetesPodOperator(ResourcesPartialMixin, KubernetesPodOperator):
         resources: Resources | dict[str, Any] | str | None = None,
         gpu_type_label: str | None = None,
         gpu_tolerations: list[Any] | None = None,
-        do_xcom_push: bool = True,
+        return_result_file: bool | None = None,
+        do_xcom_push: bool | None = None,
         deferrable: bool | None = None,
         **kwargs: Any,
     ) -> None:
         validate_image(image)
         validate_command(command)
         validate_env(env)
-        if resources is not None and kwargs.get("container_resources") is not None:
-            raise ValueError(
-                "resources and container_resources both set the pod's requests and limits; "
-                f"pass only one, got resources={resources!r}"
-            )
-        if command is not None and kwargs.get("arguments"):
-            raise ValueError(
-                "command and arguments both set the container's args; pass only one, "
-                f"got command={command!r} and arguments={kwargs['arguments']!r}"
-            )
+        reject_clash("resources", resources, "container_resources", kwargs.get("container_resources"))
+        reject_clash("command", command, "arguments", kwargs.get("arguments"))
+        if return_result_file is not None and do_xcom_push is not None and return_result_file != do_xcom_push:
+            reject_clash("return_result_file", return_result_file, "do_xcom_push", do_xcom_push)
+        result_file = next((v for v in (return_result_file, do_xcom_push) if v is not None), True)
         if gpu_type_label is not None and (not isinstance(gpu_type_label, str) or not gpu_type_label.strip()):
             raise ValueError(f"gpu_type_label must be a node label key, got {gpu_type_label!r}")
         # Checks the shape now (a ValueError names the bad item); GPU-less pods get none anyway.
         build_gpu_tolerations(Resources(gpus=1), gpu_tolerations)
         if deferrable is None:
             deferrable = conf.getboolean("operators", "default_deferrable", fallback=False)
-        super().__init__(image=image, do_xcom_push=do_xcom_push, deferrable=deferrable, **kwargs)
+        super().__init__(image=image, do_xcom_push=bool(result_file), deferrable=deferrable, **kwargs)
+        self._result_file_error: ResultFileError | None = None
         self.command = command
         self.env = env
         self.compute_resources = resources_for_init(resources)
         self.gpu_type_label = gpu_type_label
         self.gpu_tolerations = gpu_tolerations
 
+    @property
+    def return_result_file(self) -> bool:
+        """Whether the result file is the task's XCom: KPO's ``do_xcom_push`` under the shared name."""
+        return bool(self.do_xcom_push)
+
+    @return_result_file.setter
+    def return_result_file(self, value: bool) -> None:
+        self.do_xcom_push = value
+
     # -- the pod ----------------------------------------------------------------------------
 
     def rendered_resources(self) -> Resources:
-        """Return ``resources`` after rendering; raise ``AirflowFailException`` if invalid."""
+        """Return ``resources`` after rendering; raise ``ContainerConfigError`` if invalid."""
         if contains_template(self.compute_resources):
             raise AirflowFailException(
                 f"resources still holds a template; render it first, got {self.compute_resources!r}"
@@ -198,10 +238,10 @@ class GpuKubernetesPodOperator(ResourcesPartialMixin, KubernetesPodOperator):
         The rendered values of KPO's own fields are restored afterwards, so building the pod
         twice (KPO does on reattach) gives the same pod.
         """
-        from kubernetes.client import models as k8s
-
-        validate_image(self.image)
+        rendered_image(self.image)
         res = self.rendered_resources()
+        command = rendered_command(self.command)
+        env = rendered_env(self.env)
         names = (
             "container_resources",
             "affinity",
@@ -228,16 +268,32 @@ class GpuKubernetesPodOperator(ResourcesPartialMixin, KubernetesPodOperator):
             if shm is not None:
                 self.volumes = [*self.volumes, shm[0]]
                 self.volume_mounts = [*self.volume_mounts, shm[1]]
-            if self.command is not None:
-                self.arguments = command_as_args(self.command)
-            if self.env:
-                env = [k8s.V1EnvVar(name=k, value=v) for k, v in env_as_strings(self.env).items()]
-                self.env_vars = [*env, *convert_env_vars(self.env_vars or [])]
+            if command is not None:
+                self.arguments = command_as_args(command)
+            self.env_vars = self._env_vars_with(env)
             self.labels = {**MANAGED_BY_LABEL, **(self.labels or {})}
             yield res
         finally:
             for name, value in saved.items():
                 setattr(self, name, value)
+
+    def _env_vars_with(self, env: Mapping[str, str]) -> list[k8s.V1EnvVar]:
+        """
+        Return ``env`` then the ``env_vars`` entries it does not name, then ``$MLOPS_RESULT_FILE``.
+
+        ``env`` wins: an ``env_vars`` entry (``value_from`` included) whose name ``env`` also sets
+        is dropped, and the names are logged. The result-file variable is the runtime's own and
+        comes last; it is set when ``return_result_file`` is (only then is ``/airflow/xcom`` mounted).
+        """
+        from kubernetes.client import models as k8s
+
+        native = list(convert_env_vars(self.env_vars or []))
+        log_env_overrides(self.log, [e.name for e in native if e.name in env], "env_vars")
+        reserved = {RESULT_FILE_ENV} if self.return_result_file else set()
+        ours = [k8s.V1EnvVar(name=k, value=v) for k, v in env.items() if k not in reserved]
+        kept = [e for e in native if e.name not in env and e.name not in reserved]
+        result = [k8s.V1EnvVar(name=RESULT_FILE_ENV, value=RESULT_FILE)] if reserved else []
+        return [*ours, *kept, *result]
 
     def build_pod_request_obj(self, context: Context | None = None, *, dry_run: bool = False) -> k8s.V1Pod:
         """Return the V1Pod for this task, built from the rendered ``resources``, ``command`` and ``env``."""
@@ -245,3 +301,65 @@ class GpuKubernetesPodOperator(ResourcesPartialMixin, KubernetesPodOperator):
             pod = super().build_pod_request_obj(context, dry_run=dry_run)
         self.log.info("Pod %s asks for %s", pod.metadata.name, res.to_dict() or "no explicit resources")
         return pod
+
+    # -- the result and the exit code ---------------------------------------------------------
+
+    def extract_xcom(self, pod: k8s.V1Pod, **kwargs: Any) -> Any:
+        """
+        Return the result file's JSON (None when the container wrote none), as KPO does.
+
+        KPO's pod manager parses the sidecar's text with ``json.loads`` and lets the
+        ``JSONDecodeError`` escape (providers-cncf-kubernetes 10.5.0 to 10.25.0,
+        ``PodManager.extract_xcom_json``); its ``doc`` is the file's text, which becomes the
+        ``ResultFileError`` every runtime raises.
+        """
+        import json
+
+        self._result_file_error = None
+        try:
+            return super().extract_xcom(pod, **kwargs)
+        except json.JSONDecodeError as err:
+            from airflow_mlops_provider.exceptions import ResultFileError
+
+            try:
+                parse_result_text(err.doc, source=f"Pod {pod.metadata.name}")
+            except ResultFileError as result_error:
+                self._result_file_error = result_error
+                raise
+            raise
+
+    def cleanup(self, pod: k8s.V1Pod, remote_pod: k8s.V1Pod, *args: Any, **kwargs: Any) -> None:
+        """
+        KPO's cleanup; a failed base container becomes ``ContainerFailedError`` with its exit code.
+
+        The last output lines are read before KPO deletes the pod. A result file that is not JSON
+        stays the task's error: in sync mode KPO calls this with the pod as it was before the
+        sidecar was read, and would report that stale state as a failure.
+        """
+        exit_code = base_exit_code(remote_pod, self.base_container_name)
+        tail = self._output_tail(pod) if exit_code not in (None, 0) else []
+        result_error, self._result_file_error = self._result_file_error, None
+        try:
+            super().cleanup(pod, remote_pod, *args, **kwargs)
+        except AirflowSkipException:
+            raise
+        except AirflowException as err:
+            if exit_code not in (None, 0):  # as on every runtime, the exit code comes first
+                raise container_failed_error(f"Pod {pod.metadata.name}", exit_code, tail) from err
+            if result_error is not None:
+                raise result_error from result_error.__cause__  # the file's JSON error
+            raise
+
+    def _output_tail(self, pod: k8s.V1Pod) -> list[str]:
+        """Return the base container's last output lines ([] when the pod's log cannot be read)."""
+        try:
+            logs = self.pod_manager.read_pod_logs(
+                pod, self.base_container_name, tail_lines=ERROR_TAIL_LINES, follow=False
+            )
+            return [
+                line.decode("utf-8", errors="backslashreplace").rstrip() if isinstance(line, bytes) else line
+                for line in logs
+            ]
+        except Exception as err:  # the error message only loses its tail
+            self.log.warning("Could not read the last output lines of pod %s: %s", pod.metadata.name, err)
+            return []

@@ -2,20 +2,28 @@
 
 This is the runtime of last resort: the demo uses it when no Docker engine answers, so a
 fresh machine with only Python can still run the example pipeline. It keeps the contract of
-the container runtimes (``command``, ``env``, the result file returned as XCom, live logs,
-a clear error with the last output lines on a non-zero exit, the process group killed when
-the task is killed) but it isolates nothing: ``image`` is ignored, ``resources`` are not
-enforced, and GPUs are whatever the worker has.
+the container runtimes (``operators/_common.py``: ``command``, ``env`` over the worker's
+environment, the result file returned as XCom, live logs, ``ContainerFailedError`` with the
+last output lines on a non-zero exit, the same configuration errors, the process group killed
+when the task is killed) but it isolates nothing: ``image`` is checked and ignored,
+``resources`` are validated and not enforced, and GPUs are whatever the worker has.
+
+The process runs through Airflow's ``SubprocessHook`` (the one ``BashOperator`` uses: its own
+process group, output lines logged live, ``send_sigterm`` to the group). Two pieces stay ours
+because the hook has no public way to offer them: the last ``tail_lines`` output lines for the
+error message (the hook keeps only the last line; :class:`TailingSubprocessHook` keeps them
+from the lines the hook logs) and the SIGKILL that follows SIGTERM when the group does not
+exit in time (``send_sigterm`` only sends SIGTERM).
 
 The result file is ``$MLOPS_RESULT_FILE`` (a private temporary path) instead of
 ``/airflow/xcom/return.json``; code meant for every runtime writes to
-``os.environ.get("MLOPS_RESULT_FILE", "/airflow/xcom/return.json")``.
+``os.environ["MLOPS_RESULT_FILE"]``, which every runtime sets.
 """
 
 from __future__ import annotations
 
 import collections
-import json
+import contextlib
 import os
 import shlex
 import signal
@@ -25,40 +33,100 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from airflow.providers.standard.hooks.subprocess import SubprocessHook
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowException
 
-from airflow_mlops_provider.exceptions import ContainerFailedError
 from airflow_mlops_provider.operators._common import (
-    RESULT_FILE,
+    RESULT_FILE_ENV,
     ResourcesPartialMixin,
-    env_as_strings,
+    check_command,
+    container_failed_error,
+    merge_env,
+    parse_result_text,
+    rendered,
+    rendered_env,
+    rendered_image,
     resources_for_execute,
     resources_for_init,
     validate_command,
     validate_env,
+    validate_image,
 )
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+#: Seconds the process group gets between SIGTERM and SIGKILL when the task is killed.
+KILL_GRACE_SECONDS = 10
+
+
+class _TailingLog:
+    """The hook's logger: every record goes to ``log``; the output lines are also kept in ``tail``."""
+
+    def __init__(self, log: Any, tail: collections.deque[str]) -> None:
+        self._target = log
+        self.tail = tail
+
+    def info(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        # SubprocessHook.run_command logs each output line as ``log.info("%s", line)`` and its
+        # own messages with text around the arguments (providers-standard 1.9.0, the floor
+        # apache-airflow-core requires, to 1.21.0, read in both).
+        if msg == "%s" and len(args) == 1:
+            self.tail.append(str(args[0]))
+        self._target.info(msg, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._target, name)
+
+
+class TailingSubprocessHook(SubprocessHook):
+    """
+    ``SubprocessHook`` that logs through the operator's log and keeps the last output lines.
+
+    :param log: Where the output lines are logged (the operator's ``self.log``).
+    :param tail_lines: How many of the last output lines ``tail`` keeps.
+    """
+
+    def __init__(self, *, log: Any, tail_lines: int) -> None:
+        super().__init__()
+        self._tailing_log = _TailingLog(log, collections.deque(maxlen=tail_lines))
+
+    @property
+    def log(self) -> Any:  # type: ignore[override]
+        return self._tailing_log
+
+    @property
+    def tail(self) -> list[str]:
+        """The last output lines of the command run last."""
+        return list(self._tailing_log.tail)
+
+
+def _check_local_command(command: Any) -> str | list[Any]:
+    """``check_command``, and the local runtime has no image ``CMD`` to fall back on: not empty."""
+    checked = check_command(command)
+    if not checked:
+        raise ValueError(f"command must be a non-empty string or list of strings, got {command!r}")
+    return checked
 
 
 class LocalProcessOperator(ResourcesPartialMixin, BaseOperator):
     """
     Run ``command`` as a local process with the container runtimes' contract.
 
-    :param image: Accepted for a shared vocabulary and ignored (logged).
+    :param image: Accepted for a shared vocabulary: checked like on the container runtimes,
+        then ignored (logged). (templated)
     :param command: The command, a list or a shell-like string. (templated)
-    :param env: Environment variables added to the worker's environment. (templated)
+    :param env: Environment variables laid over the worker's environment (``env`` wins; the
+        names it overrides are logged). (templated)
     :param resources: A ``Resources`` or dict; validated, not enforced. (templated)
-    :param cwd: Working directory of the process. (templated)
+    :param cwd: Working directory of the process; default the worker's. (templated)
     :param return_result_file: Return the JSON the process wrote to ``$MLOPS_RESULT_FILE``.
     :param tail_lines: How many output lines an error message carries.
     :param docker_kwargs: Docker-only arguments (as ``container_operator`` takes them); ignored.
     :param kubernetes_kwargs: Kubernetes-only arguments; ignored.
     """
 
-    template_fields: Sequence[str] = ("command", "env", "compute_resources", "cwd")
+    template_fields: Sequence[str] = ("image", "command", "env", "compute_resources", "cwd")
     template_fields_renderers = {"env": "json", "compute_resources": "json"}
     ui_color = "#d9f0d3"
 
@@ -81,6 +149,8 @@ class LocalProcessOperator(ResourcesPartialMixin, BaseOperator):
             raise ValueError(f"command must be a non-empty string or list of strings, got {command!r}")
         validate_command(command)
         validate_env(env)
+        if image is not None:
+            validate_image(image)
         self.command = command
         self.image = image
         self.env = dict(env) if isinstance(env, Mapping) else env
@@ -93,15 +163,14 @@ class LocalProcessOperator(ResourcesPartialMixin, BaseOperator):
             for name, value in (("docker_kwargs", docker_kwargs), ("kubernetes_kwargs", kubernetes_kwargs))
             if value
         ]
-        self._process: subprocess.Popen[str] | None = None
-
-    def _argv(self) -> list[str]:
-        if isinstance(self.command, str):
-            return shlex.split(self.command)
-        return [str(part) for part in self.command]
+        self._hook: TailingSubprocessHook | None = None
 
     def execute(self, context: Context) -> Any:
+        if self.image is not None:
+            rendered_image(self.image)
         resources = resources_for_execute(self.compute_resources)
+        command = rendered("command", _check_local_command, self.command)
+        env = rendered_env(self.env)
         if self.image:
             self.log.info("Local runtime: image %s is ignored; the command runs on the worker", self.image)
         if self.ignored_arguments:
@@ -112,58 +181,39 @@ class LocalProcessOperator(ResourcesPartialMixin, BaseOperator):
                 "whatever devices the worker has",
                 resources.gpus,
             )
+        argv = shlex.split(command) if isinstance(command, str) else [str(part) for part in command]
+        source = f"Local process {argv!r}"
         with tempfile.TemporaryDirectory(prefix="mlops-local-") as tmp:
             result_file = Path(tmp) / "return.json"
-            env = dict(os.environ)
-            env.update(env_as_strings(self.env))
-            env["MLOPS_RESULT_FILE"] = str(result_file)
-            argv = self._argv()
-            self.log.info("Running %s", argv)
-            tail: collections.deque[str] = collections.deque(maxlen=self.tail_lines)
-            self._process = subprocess.Popen(
-                argv,
-                env=env,
-                cwd=self.cwd,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                start_new_session=True,
-            )
+            process_env = merge_env(env, os.environ, native_name="the worker's environment", log=self.log)
+            process_env[RESULT_FILE_ENV] = str(result_file)
+            self._hook = hook = TailingSubprocessHook(log=self.log, tail_lines=self.tail_lines)
             try:
-                assert self._process.stdout is not None
-                for line in self._process.stdout:
-                    line = line.rstrip("\n")
-                    tail.append(line)
-                    self.log.info("%s", line)
-                code = self._process.wait()
+                # cwd=None would make the hook run in a fresh temporary directory.
+                outcome = hook.run_command(argv, env=process_env, cwd=self.cwd or os.getcwd())
             finally:
                 self._terminate()
-            if code != 0:
-                raise ContainerFailedError(
-                    f"Local process {argv!r} exited with code {code}", exit_code=code, logs="\n".join(tail)
-                )
+            if outcome.exit_code != 0:
+                raise container_failed_error(source, outcome.exit_code, hook.tail)
             if not self.return_result_file:
                 return None
             if not result_file.exists():
-                self.log.info("The process wrote no result file (%s); returning None", RESULT_FILE)
+                self.log.info("The process wrote no result file ($%s); returning None", RESULT_FILE_ENV)
                 return None
-            try:
-                return json.loads(result_file.read_text())
-            except ValueError as err:
-                raise AirflowException(f"The result file is not valid JSON: {err}") from err
+            return parse_result_text(result_file.read_text(errors="backslashreplace"), source=source)
 
     def _terminate(self) -> None:
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
+        """SIGTERM the process group through the hook; SIGKILL it if it outlives the grace period."""
+        hook = self._hook
+        process = hook.sub_process if hook is not None else None
+        if hook is None or process is None or process.poll() is not None:
             return
         try:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=10)
+            hook.send_sigterm()
+            process.wait(timeout=KILL_GRACE_SECONDS)
         except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
     def on_kill(self) -> None:
         self._terminate()

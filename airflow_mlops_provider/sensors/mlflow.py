@@ -13,8 +13,8 @@ from airflow_mlops_provider.exceptions import ModelRegistryError
 from airflow_mlops_provider.hooks.mlflow import MlflowHook
 from airflow_mlops_provider.links.mlflow import MlflowModelVersionLink, push_mlflow_urls
 from airflow_mlops_provider.operators._common import contains_template
-from airflow_mlops_provider.operators.mlflow import positive_version
-from airflow_mlops_provider.triggers.mlflow import MlflowModelVersionTrigger, find_model_version
+from airflow_mlops_provider.operators.mlflow_common import positive_version
+from airflow_mlops_provider.triggers.mlflow import MlflowModelVersionTrigger
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -81,7 +81,7 @@ class MlflowModelVersionSensor(BaseSensorOperator):
 
     def poke(self, context: Context) -> PokeReturnValue:
         name, alias, min_version = self._condition()
-        found = find_model_version(self.hook, name, alias=alias, min_version=min_version)
+        found = self.hook.find_model_version(name, alias=alias, min_version=min_version)
         self.log.info("%s (alias=%s, min_version=%s): %s", name, alias, min_version, found or "not yet")
         if found:
             push_mlflow_urls(context, model_version=self.hook.model_version_url(name, found["version"]))

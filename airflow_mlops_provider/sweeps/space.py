@@ -38,6 +38,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from airflow_mlops_provider.compute import Resources
+from airflow_mlops_provider.sweeps.schema import DISTRIBUTIONS, RESOURCES_KEY, check_search_space
 
 __all__ = [
     "DISTRIBUTIONS",
@@ -50,14 +51,9 @@ __all__ = [
     "trials_from_random",
 ]
 
-#: The distributions a search-space entry may name.
-DISTRIBUTIONS = ("choice", "float", "int")
-#: The reserved search-space key holding per-trial compute resources.
-RESOURCES_KEY = "resources"
 #: A grid larger than this is refused unless the caller raises ``max_trials``.
 DEFAULT_MAX_TRIALS = 100_000
 
-_DIMENSION_KEYS = ("distribution", "values", "low", "high", "step", "num", "log")
 _DIGITS = 12  # floats are rounded to 12 significant digits so ids do not depend on FP noise
 
 
@@ -150,123 +146,60 @@ def _spaced(low: float, high: float, num: int, log: bool) -> list[float]:
     return [low + (high - low) * i / (num - 1) for i in range(num)]
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+def _is_choice(spec: Mapping[str, Any]) -> bool:
+    return spec.get("distribution") == "choice" or ("values" in spec and "distribution" not in spec)
 
 
-def _parse_dimension(name: str, spec: Any) -> Dimension:
-    where = f"search_space[{name!r}]"
+def _dimension(name: str, spec: Any) -> Dimension:
+    """Build the dimension of an entry that passed the schema (a dict entry has its distribution)."""
     if isinstance(spec, (list, tuple)):
-        spec = {"distribution": "choice", "values": list(spec)}
-    elif not isinstance(spec, Mapping):
+        return Dimension(name=name, distribution="choice", values=tuple(spec))
+    if not isinstance(spec, Mapping):
         return Dimension(name=name, distribution="choice", values=(spec,))
-    unknown = sorted(set(spec) - set(_DIMENSION_KEYS))
-    if unknown:
-        raise ValueError(
-            f"{where} has unknown key(s) {unknown}; expected some of {list(_DIMENSION_KEYS)}, got {dict(spec)!r}"
-        )
-    distribution = spec.get("distribution")
-    if distribution is None:
-        if "values" in spec:
-            distribution = "choice"
-        elif all(isinstance(spec.get(k), int) and not isinstance(spec.get(k), bool) for k in ("low", "high")):
-            distribution = "int"
-        else:
-            distribution = "float"
-    if distribution not in DISTRIBUTIONS:
-        raise ValueError(
-            f"{where}: unknown distribution {distribution!r}; expected one of {list(DISTRIBUTIONS)}"
-        )
-    if distribution == "choice":
-        values = spec.get("values")
-        if not isinstance(values, (list, tuple)) or not values:
-            raise ValueError(f"{where}: a choice needs a non-empty list of 'values', got {values!r}")
-        extra = sorted(set(spec) - {"distribution", "values"})
-        if extra:
-            raise ValueError(f"{where}: a choice takes only 'values', got also {extra}")
-        return Dimension(name=name, distribution="choice", values=tuple(values))
-    return _parse_range(where, name, distribution, spec)
-
-
-def _parse_range(where: str, name: str, distribution: str, spec: Mapping[str, Any]) -> Dimension:
-    if "values" in spec:
-        raise ValueError(f"{where}: 'values' belongs to a choice, not to a {distribution} range")
-    low, high = spec.get("low"), spec.get("high")
-    for key, value in (("low", low), ("high", high)):
-        if not _is_number(value) or (distribution == "int" and not isinstance(value, int)):
-            kind = "an integer" if distribution == "int" else "a finite number"
-            raise ValueError(f"{where}: {key} must be {kind}, got {value!r}")
-    assert low is not None
-    assert high is not None
+    if _is_choice(spec):
+        return Dimension(name=name, distribution="choice", values=tuple(spec["values"]))
+    low, high = spec["low"], spec["high"]
     if low > high:
-        raise ValueError(f"{where}: low must be <= high, got low={low!r}, high={high!r}")
-    log = spec.get("log", False)
-    if not isinstance(log, bool):
-        raise ValueError(f"{where}: log must be true or false, got {log!r}")
-    if log and low <= 0:
-        raise ValueError(f"{where}: a log range needs low > 0, got low={low!r}")
-    step = spec.get("step")
-    if step is not None:
-        if not _is_number(step) or step <= 0 or (distribution == "int" and not isinstance(step, int)):
-            kind = "an integer >= 1" if distribution == "int" else "a number > 0"
-            raise ValueError(f"{where}: step must be {kind}, got {step!r}")
-        if log:
-            raise ValueError(f"{where}: step cannot be combined with log=true, got step={step!r}")
-    num = spec.get("num")
-    if num is not None and (isinstance(num, bool) or not isinstance(num, int) or num < 1):
-        raise ValueError(f"{where}: num must be an integer >= 1, got {num!r}")
-    if num is not None and step is not None:
-        raise ValueError(f"{where}: give 'num' or 'step', not both, got num={num!r}, step={step!r}")
+        raise ValueError(f"search_space[{name!r}]: low must be <= high, got low={low!r}, high={high!r}")
     return Dimension(
         name=name,
-        distribution=distribution,
+        distribution=spec["distribution"],
         low=low,
         high=high,
-        step=step,
-        num=num,
-        log=log,
+        step=spec.get("step"),
+        num=spec.get("num"),
+        log=spec.get("log", False),
     )
 
 
-def _normalise_resources(value: Any) -> dict[str, Any]:
+def _resources_dimension(spec: Any) -> Dimension:
+    """Build the ``resources`` entry: one resources dict, a list of them, or a choice of them."""
+    if isinstance(spec, Mapping):
+        values = tuple(spec["values"]) if _is_choice(spec) else (spec,)
+    else:
+        values = tuple(spec)
     try:
-        return Resources.from_dict(value).to_dict()
+        normalised = tuple(Resources.from_dict(value).to_dict() for value in values)
     except ValueError as err:
         raise ValueError(f"search_space[{RESOURCES_KEY!r}]: {err}") from err
+    return Dimension(name=RESOURCES_KEY, distribution="choice", values=normalised)
 
 
 def parse_search_space(search_space: Mapping[str, Any] | str) -> list[Dimension]:
     """
     Validate ``search_space`` and return its dimensions, in the space's own order.
 
+    The rules are the JSON Schema of :mod:`airflow_mlops_provider.sweeps.schema` (the one the
+    trigger form uses), plus ``low <= high`` and the ``Resources`` checks of a ``resources`` entry.
+
     :param search_space: The space as a mapping, or its JSON text.
     :raises ValueError: naming the entry and repeating the bad value.
     """
-    space = search_space
-    if isinstance(space, str):
-        try:
-            space = json.loads(space)
-        except ValueError as err:
-            raise ValueError(f"search_space must be a JSON object, got {search_space!r}") from err
-    if not isinstance(space, Mapping):
-        raise ValueError(
-            f"search_space must be a mapping of parameter name to values or a range, got {search_space!r}"
-        )
-    if not space:
-        raise ValueError(f"search_space must define at least one parameter, got {search_space!r}")
-    dims = []
-    for name, spec in space.items():
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"search_space parameter names must be non-empty strings, got {name!r}")
-        dim = _parse_dimension(name, spec)
-        if name == RESOURCES_KEY:
-            if dim.distribution != "choice":
-                raise ValueError(
-                    f"search_space[{RESOURCES_KEY!r}] must be a resources dict or a list of them, got {spec!r}"
-                )
-            dim = dataclasses.replace(dim, values=tuple(_normalise_resources(v) for v in dim.values))
-        dims.append(dim)
-    return dims
+    entries = check_search_space(search_space)
+    return [
+        _resources_dimension(spec) if name == RESOURCES_KEY else _dimension(name, spec)
+        for name, spec in entries.items()
+    ]
 
 
 def _canonical(value: Any) -> str:

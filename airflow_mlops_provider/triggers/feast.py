@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_mlops_provider.triggers._retry import call_in_thread_with_retries
+
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
@@ -32,11 +34,16 @@ class FeastFeatureFreshnessTrigger(BaseTrigger):
     """
     Poll the Feast registry until ``feature_view`` is fresh, then yield one event.
 
+    A check that fails with a transient error (``FeastHook.is_transient_error``: the registry
+    lock held past ``lock_timeout``, a dropped connection) is retried with back-off; any other
+    error ends the wait at once with a ``status: error`` event.
+
     :param feast_conn_id: Connection of type ``feast``.
     :param feature_view: The feature view to watch.
     :param max_staleness_seconds: Largest accepted age of the last materialized end.
     :param poke_interval: Seconds between checks.
     :param as_of: ISO 8601 reference time (default: now at each check).
+    :param lock_timeout: Seconds one check waits for the registry lock before it is retried.
     """
 
     def __init__(
@@ -47,6 +54,7 @@ class FeastFeatureFreshnessTrigger(BaseTrigger):
         max_staleness_seconds: float,
         poke_interval: float = 60.0,
         as_of: str | None = None,
+        lock_timeout: float = 60.0,
     ) -> None:
         super().__init__()
         self.feast_conn_id = feast_conn_id
@@ -54,6 +62,7 @@ class FeastFeatureFreshnessTrigger(BaseTrigger):
         self.max_staleness_seconds = float(max_staleness_seconds)
         self.poke_interval = float(poke_interval)
         self.as_of = as_of
+        self.lock_timeout = float(lock_timeout)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -64,6 +73,7 @@ class FeastFeatureFreshnessTrigger(BaseTrigger):
                 "max_staleness_seconds": self.max_staleness_seconds,
                 "poke_interval": self.poke_interval,
                 "as_of": self.as_of,
+                "lock_timeout": self.lock_timeout,
             },
         )
 
@@ -76,10 +86,16 @@ class FeastFeatureFreshnessTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from airflow_mlops_provider.hooks.feast import FeastHook
 
-        hook = FeastHook(self.feast_conn_id)
+        hook = FeastHook(self.feast_conn_id, lock_timeout=self.lock_timeout)
         while True:
             try:
-                fresh, message, end = await asyncio.to_thread(self._check, hook)
+                fresh, message, end = await call_in_thread_with_retries(
+                    self._check,
+                    hook,
+                    is_transient=FeastHook.is_transient_error,
+                    log=self.log,
+                    what=f"Feast freshness check of feature view {self.feature_view!r}",
+                )
             except Exception as err:
                 yield TriggerEvent(
                     {

@@ -7,51 +7,29 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_mlops_provider.triggers._retry import call_in_thread_with_retries
+
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
+    from airflow_mlops_provider.hooks.mlflow import MlflowHook
+
 
 def find_model_version(
-    hook: Any, model_name: str, *, alias: str | None = None, min_version: int | None = None
+    hook: MlflowHook, model_name: str, *, alias: str | None = None, min_version: int | None = None
 ) -> dict[str, Any] | None:
-    """
-    Return ``{"name", "version", "alias", "run_id"}`` once the condition holds, else ``None``.
-
-    - ``alias`` alone: the alias points at some version;
-    - ``alias`` and ``min_version``: the alias points at a version ``>= min_version``;
-    - ``min_version`` alone: a version ``>= min_version`` exists.
-
-    A registered model that does not exist yet counts as "not yet".
-    """
-    from mlflow.exceptions import MlflowException
-
-    client = hook.get_conn()
-    try:
-        if alias:
-            mv = client.get_model_version_by_alias(model_name, alias)
-        else:
-            escaped = model_name.replace("'", "\\'")
-            found = client.search_model_versions(
-                f"name = '{escaped}'", max_results=1, order_by=["version_number DESC"]
-            )
-            if not found:
-                return None
-            mv = found[0]
-    except MlflowException as err:
-        if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
-            return None
-        raise
-    if min_version is not None and int(mv.version) < int(min_version):
-        return None
-    return {"name": model_name, "version": str(mv.version), "alias": alias, "run_id": mv.run_id}
+    """``hook.find_model_version(...)``; kept here for code that imported it from this module."""
+    return hook.find_model_version(model_name, alias=alias, min_version=min_version)
 
 
 class MlflowModelVersionTrigger(BaseTrigger):
     """
     Poll the MLflow registry until a model version appears or an alias moves.
 
-    The blocking MLflow client runs in a worker thread (``asyncio.to_thread``), so the
-    triggerer's event loop never blocks. Yields one event:
+    The blocking MLflow client runs in a worker thread, so the triggerer's event loop never
+    blocks. A transient error (no answer, a timeout, HTTP 429 or 5xx: the hook's
+    ``is_transient_error``) is retried with back-off; any other error ends the wait at once.
+    Yields one event:
     ``{"status": "success" | "error", "message": ..., "model_version": {...} | None}``.
 
     :param mlflow_conn_id: Airflow connection of type ``mlflow``.
@@ -89,20 +67,24 @@ class MlflowModelVersionTrigger(BaseTrigger):
             },
         )
 
-    def _check(self) -> dict[str, Any] | None:
-        from airflow_mlops_provider.hooks.mlflow import MlflowHook
-
-        hook = getattr(self, "_hook", None)
-        if hook is None:
-            hook = self._hook = MlflowHook(mlflow_conn_id=self.mlflow_conn_id)
-        return find_model_version(hook, self.model_name, alias=self.alias, min_version=self.min_version)
+    def _check(self, hook: MlflowHook) -> dict[str, Any] | None:
+        return hook.find_model_version(self.model_name, alias=self.alias, min_version=self.min_version)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        from airflow_mlops_provider.hooks.mlflow import MlflowHook
+
+        hook = MlflowHook(mlflow_conn_id=self.mlflow_conn_id)
         polls = 0
         while True:
             polls += 1
             try:
-                found = await asyncio.to_thread(self._check)
+                found = await call_in_thread_with_retries(
+                    self._check,
+                    hook,
+                    is_transient=hook.is_transient_error,
+                    log=self.log,
+                    what=f"MLflow registry query for {self.model_name!r}",
+                )
             except Exception as err:
                 yield TriggerEvent(
                     {

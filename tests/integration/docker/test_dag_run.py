@@ -19,6 +19,8 @@ from tests.conftest import dags_test
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 
 DAG_FILE = Path(__file__).parent / "dags" / "gpu_docker_it.py"
+#: [mlops] docker_host_gpus of the run: the tasks without host_gpus see one L4 and one A100.
+NAMED_HOST = {"0": "NVIDIA L4", "1": "NVIDIA A100-SXM4-80GB"}
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +34,11 @@ def dag_run(airflow_db: Path, base_image: str, tmp_path_factory: pytest.TempPath
         "gpu_docker_it",
         folder,
         conf=json.dumps({"out": str(out)}),
-        extra_env={"AIRFLOW__MLOPS__GPU_LEASE_DIR": str(leases), "MLOPS_TEST_IMAGE": base_image},
+        extra_env={
+            "AIRFLOW__MLOPS__GPU_LEASE_DIR": str(leases),
+            "MLOPS_TEST_IMAGE": base_image,
+            "AIRFLOW__MLOPS__DOCKER_HOST_GPUS": json.dumps(NAMED_HOST),
+        },
         check=False,
     )
     kept = cli.containers(all=True, filters={"label": "airflow-mlops.dag_id=gpu_docker_it"})
@@ -93,6 +99,20 @@ def test_no_runtime_fails_without_retry_and_names_host_and_what_is_missing(dag_r
         r"registered \(docker info lists runtimes \[.*\], none is 'nvidia'\)",
         dag_run["output"],
     )
+
+
+def test_gpu_type_gets_the_device_of_that_type(dag_run):
+    assert _collected(dag_run)["typed"]["devices"] == "1"
+
+
+def test_a_gpu_type_the_host_lacks_fails_without_retry(dag_run):
+    state, try_number = dag_run["states"][("wrong_type", -1)]
+    assert (state, try_number) == ("failed", 1)  # retries=3, yet not retried
+    assert (
+        "Docker host 'unix://var/run/docker.sock' (GPUs from [mlops] docker_host_gpus) has 0 GPU(s) of "
+        "type 'NVIDIA-H100-80GB-HBM3', fewer than gpus=1; its GPUs are "
+        "{'0': 'NVIDIA L4', '1': 'NVIDIA A100-SXM4-80GB'}"
+    ) in dag_run["output"]
 
 
 def test_docker_inspect_shows_the_requested_limits(dag_run):

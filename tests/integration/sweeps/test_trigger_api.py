@@ -54,6 +54,10 @@ def airflow_services(airflow_db, tmp_path_factory):
             {"search_space": {"lr": {"distribution": "float", "low": 0, "high": 1, "log": True}}},
             "0 is less than or equal to the minimum of 0",
         ),
+        (
+            {"search_space": {"lr": {"low": 0.1, "high": 1.0, "num": 3, "step": 0.1}}},
+            "should not be valid under {'required': ['num', 'step']}",
+        ),
     ],
     ids=[
         "n-trials-over-max",
@@ -62,6 +66,7 @@ def airflow_services(airflow_db, tmp_path_factory):
         "unknown-mode",
         "unknown-distribution",
         "log-low-zero",
+        "num-and-step",
     ],
 )
 def test_conf_violating_the_schema_is_rejected_with_its_message(airflow_services, conf, message):

@@ -136,3 +136,39 @@ def test_stream_lines_logs_a_burst_as_one_record_and_keeps_all_lines_when_asked(
     assert len(lines) == 101
     assert log.info.call_count == 2
     assert log.info.call_args_list[1].args[1].splitlines() == [f"l{i}" for i in range(100)]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "policy"),
+    [
+        ({}, "force"),
+        ({"keep_container": True}, "never"),
+        ({"auto_remove": "success"}, "success"),
+        ({"auto_remove": "never"}, "never"),
+        ({"keep_container": True, "auto_remove": "never"}, "never"),
+    ],
+    ids=["default", "keep-container", "success", "never", "keep-and-never"],
+)
+def test_auto_remove_policy_is_explicit(kwargs, policy):
+    assert GpuDockerOperator(task_id="t", image="python:3.11", **kwargs).auto_remove == policy
+
+
+def test_env_is_templated_and_host_gpus_keeps_names():
+    assert "env" in GpuDockerOperator.template_fields
+    op = GpuDockerOperator(task_id="t", image="python:3.11", host_gpus={"0": "NVIDIA L4"})
+    assert (op.host_gpus.ids, op.host_gpus.names) == (["0"], {"0": "NVIDIA L4"})
+
+
+def test_the_docker_provider_gate_is_checked_before_container_creation(tmp_path, monkeypatch):
+    from airflow_mlops_provider._compat import UnsupportedVersionError, VersionRange
+    from airflow_mlops_provider._compat import docker as compat
+
+    monkeypatch.setattr(
+        compat, "GATE", VersionRange(compat.GATE.distribution, "0.1", "0.2", compat.GATE.what)
+    )
+    client = _refusing_client()
+    op = GpuDockerOperator(task_id="t", image="python:3.11", command=["true"], mount_tmp_dir=False)
+    with mock.patch.object(GpuDockerOperator, "cli", new_callable=mock.PropertyMock, return_value=client):
+        with pytest.raises(UnsupportedVersionError):
+            op.execute(context())
+    client.create_container.assert_not_called()

@@ -105,3 +105,29 @@ def test_a_read_inside_the_transaction_runs_feasts_write_as_it_is_under_the_lock
     assert calls == ["_RecordingConnection", "Connection"]
     assert _rows(store.path) == [("n", 1)]
     assert locks.taken == [tmp_path / "online.db"]
+
+
+def test_outside_the_gate_feasts_write_runs_as_it_is_under_the_lock(tmp_path, locks, monkeypatch):
+    from airflow_mlops_provider import _compat
+    from airflow_mlops_provider._compat import feast as feast_compat
+
+    monkeypatch.setattr(feast_compat, "_WARNED", set())
+    monkeypatch.setattr(_compat, "installed_version", lambda dist: "0.68.0")
+    store = FakeOnlineStore(tmp_path / "online.db")
+    config = type("Config", (), {})()
+    # A path only the config knows: the lock must be found from it, not from _get_db_path.
+    config.online_store = type("OnlineConfig", (), {"path": "from-config.db"})()
+    config.repo_path = tmp_path
+    calls = []
+
+    def write(config, table, data, progress):
+        conn = store._get_conn(config)
+        calls.append(type(conn).__name__)
+        with conn:
+            for key, value in data:
+                conn.execute(UPSERT, (key, value))
+
+    _feast_sqlite.write_batch(write, store, config, None, [("a", 1), ("a", 2)], None, lock=locks)
+    assert calls == ["Connection"]  # Feast's own connection: nothing recorded
+    assert _rows(store.path) == [("a", 2)]
+    assert locks.taken == [tmp_path / "from-config.db"]

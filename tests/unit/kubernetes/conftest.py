@@ -40,9 +40,14 @@ def fake_kubeconfig(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def kube_env(fake_kubeconfig: Path):
-    """Point KUBECONFIG at the fake config for the whole session (restored afterwards)."""
+    """
+    Point KUBECONFIG at the fake config for one module (restored afterwards).
+
+    Not for the whole session: the live suite (tests/integration/kubernetes) runs whenever
+    KUBECONFIG is set, and would take the fake cluster for a real one.
+    """
     old = os.environ.get("KUBECONFIG")
     os.environ["KUBECONFIG"] = str(fake_kubeconfig)
     yield fake_kubeconfig

@@ -68,12 +68,12 @@ def _op(**kwargs):
         ({"env": ["A=1"]}, "env must be a dict of variable names to values, got ['A=1']"),
         (
             {"resources": {"gpus": 1}, "container_resources": {"limits": {"cpu": "1"}}},
-            "resources and container_resources both set the pod's requests and limits; "
-            "pass only one, got resources={'gpus': 1}",
+            "resources and container_resources both set the same thing; pass only one, "
+            "got resources={'gpus': 1} and container_resources={'limits': {'cpu': '1'}}",
         ),
         (
             {"command": ["python3"], "arguments": ["-V"]},
-            "command and arguments both set the container's args; pass only one, "
+            "command and arguments both set the same thing; pass only one, "
             "got command=['python3'] and arguments=['-V']",
         ),
     ],

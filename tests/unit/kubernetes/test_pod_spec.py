@@ -278,7 +278,11 @@ def test_kpo_arguments_keep_working_and_merge(recorder):
     base = _container(pod)
     assert base.command == ["/opt/entrypoint.sh"]
     assert base.args == ["--epochs", "3"]
-    assert [(e.name, e.value) for e in base.env] == [("A", "from-env"), ("B", "from-env-vars")]
+    assert [(e.name, e.value) for e in base.env] == [
+        ("A", "from-env"),
+        ("B", "from-env-vars"),
+        ("MLOPS_RESULT_FILE", "/airflow/xcom/return.json"),  # every runtime sets it
+    ]
     assert pod.metadata.labels["team"] == "ml"
     assert pod.metadata.annotations == {"owner": "ml-platform"}
     assert pod.metadata.namespace == "mlops"

@@ -18,6 +18,8 @@ RESULT = (
 )
 TICKS = "import time; print('tick 1', flush=True); time.sleep(1.5); print('tick 2', flush=True)"
 COMMON = {"image": IMAGE, "mount_tmp_dir": False, "host_gpus": 4}
+# No host_gpus: [mlops] docker_host_gpus (set by the test) names the GPUs.
+NAMED = {"image": IMAGE, "mount_tmp_dir": False}
 
 
 @dag(dag_id="gpu_docker_it", schedule=None, start_date=pendulum.datetime(2025, 1, 1), catchup=False)
@@ -55,14 +57,28 @@ def gpu_docker_it():
         retries=3,
         **COMMON,
     )
+    typed = GpuDockerOperator(
+        task_id="typed",
+        command=["python3", "-c", RESULT],
+        resources={"gpus": 1, "gpu_type": "NVIDIA-A100-SXM4-80GB"},
+        **NAMED,
+    )
+    GpuDockerOperator(
+        task_id="wrong_type",
+        command=["true"],
+        resources={"gpus": 1, "gpu_type": "NVIDIA-H100-80GB-HBM3"},
+        retries=3,
+        **NAMED,
+    )
     GpuDockerOperator(task_id="ticks", command=["python3", "-c", TICKS], **COMMON)
     last = GpuDockerOperator(
         task_id="last_line", command=["sh", "-c", "echo first; echo last"], log_xcom=True, **COMMON
     )
 
     @task
-    def collect(two, exact, mapped, fallback, dag_run=None, ti=None):
+    def collect(two, exact, mapped, fallback, typed, dag_run=None, ti=None):
         out = {
+            "typed": typed,
             "two_gpus": two,
             "exact_ids": exact,
             "mapped": list(mapped),
@@ -72,7 +88,7 @@ def gpu_docker_it():
         with open(dag_run.conf["out"], "w") as fh:
             json.dump(out, fh)
 
-    last >> collect(two.output, exact.output, mapped.output, fallback.output)
+    last >> collect(two.output, exact.output, mapped.output, fallback.output, typed.output)
 
 
 gpu_docker_it()

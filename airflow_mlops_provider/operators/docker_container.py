@@ -1,0 +1,188 @@
+"""One task instance's container on a Docker engine, from creation (or reattach) to its end.
+
+``GpuDockerOperator`` decides *what* to run; :class:`TaskContainer` does the engine calls of a
+container's life and keeps the two promises every path must keep:
+
+- **one container per task instance**: its name is deterministic, so a retry finds the container
+  a dead worker left and reattaches to it (:meth:`TaskContainer.reattach`);
+- **nothing left behind unasked**: :meth:`TaskContainer.finish` (after success, failure or
+  timeout) and :meth:`TaskContainer.kill` (SIGTERM, marked failed) remove the container or keep
+  it as ``auto_remove`` says, and release the GPU lease. A kept container is stopped and renamed
+  ``<name>-try<N>``, so the next try starts afresh instead of reattaching to it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+from airflow_mlops_provider.docker_gpu.host import GPU_IDS_LABEL
+from airflow_mlops_provider.operators.docker_streams import result_dir_tar
+
+if TYPE_CHECKING:
+    import logging
+    from collections.abc import Iterable, Mapping
+
+    from docker import APIClient
+
+    from airflow_mlops_provider.docker_gpu.leases import GpuLease
+
+__all__ = ["TaskContainer"]
+
+_RUNNING_STATES = ("running", "restarting", "paused")
+
+
+class TaskContainer:
+    """
+    The engine calls of one task instance's container.
+
+    :param cli: The Docker client.
+    :param name: The container's name, the same on every try of the task instance.
+    :param host: The Docker host, the key of the GPU leases.
+    :param auto_remove: ``"force"``, ``"success"`` or ``"never"`` (see ``GpuDockerOperator``).
+    :param kept_name: The name a kept container is given, ``<name>-try<N>``.
+    :param stop_grace_period: Seconds between SIGTERM and SIGKILL when stopping.
+    :param log: The task's logger.
+    """
+
+    def __init__(
+        self,
+        cli: APIClient,
+        name: str,
+        *,
+        host: str,
+        auto_remove: str,
+        kept_name: str,
+        stop_grace_period: int,
+        log: logging.Logger,
+    ) -> None:
+        self.cli = cli
+        self.name = name
+        self.host = host
+        self.auto_remove = auto_remove
+        self.kept_name = kept_name
+        self.stop_grace_period = stop_grace_period
+        self.log = log
+        #: The container being run (None before creation and once finished).
+        self.id: str | None = None
+        #: The GPU devices leased for it (None: nothing leased).
+        self.lease: GpuLease | None = None
+
+    def existing(self) -> dict[str, Any] | None:
+        """Return ``docker inspect`` of the container a previous try left under this name, or None."""
+        from docker.errors import NotFound
+
+        try:
+            return self.cli.inspect_container(self.name)
+        except NotFound:
+            return None
+
+    def remove(self, container_id: str) -> None:
+        """Remove ``container_id`` (and its anonymous volumes), running or not; gone already is fine."""
+        from docker.errors import APIError, NotFound
+
+        try:
+            self.cli.remove_container(container_id, force=True, v=True)
+        except NotFound:
+            pass
+        except APIError as err:  # "removal already in progress" after on_kill
+            if "already in progress" not in str(err):
+                self.log.warning("Could not remove container %s: %s", container_id[:12], err)
+
+    def create(
+        self, host_kwargs: Mapping[str, Any], create_kwargs: Mapping[str, Any], *, result_dir: bool
+    ) -> str:
+        """Create the container (with an empty, writable ``/airflow/xcom`` when ``result_dir``); return its id."""
+        host_config = self.cli.create_host_config(**host_kwargs)
+        self.id = container_id = self.cli.create_container(host_config=host_config, **create_kwargs)["Id"]
+        if result_dir:
+            self.cli.put_archive(container_id, "/", result_dir_tar())
+        return container_id
+
+    def start(self) -> Iterable[Any]:
+        """Attach to the created container, then start it; return its output stream (the engine's refusal propagates)."""
+        stream = self.cli.attach(container=self.id, stdout=True, stderr=True, stream=True)
+        self.cli.start(self.id)
+        return stream
+
+    def discard(self) -> None:
+        """Remove the created container and release its lease (before a retry without GPUs)."""
+        container_id, self.id = self.id, None
+        if container_id is not None:
+            self.remove(container_id)
+        self.release_lease()
+
+    def reattach(self, existing: Mapping[str, Any], *, lease_gpus: bool) -> Iterable[Any]:
+        """
+        Take over the container a previous try left; return the rest of its output.
+
+        A created container is started, a running one followed, an exited one's logs read whole.
+
+        :param existing: Its ``docker inspect``.
+        :param lease_gpus: Lease the devices its label names again (not with ``share_gpus``).
+        """
+        self.id = container_id = existing["Id"]
+        status = existing.get("State", {}).get("Status")
+        labels = (existing.get("Config") or {}).get("Labels") or {}
+        ids = [i for i in labels.get(GPU_IDS_LABEL, "").split(",") if i]
+        self.log.info(
+            "Reattaching to container %s (%s), state %s, left by a previous try",
+            self.name,
+            container_id[:12],
+            status,
+        )
+        if ids and lease_gpus:
+            from airflow_mlops_provider.docker_gpu.leases import lease_dir_for_host, try_lease_ids
+
+            self.lease = try_lease_ids(self.host, ids, len(ids), lease_dir=lease_dir_for_host(self.host))
+            if self.lease is None:
+                self.log.warning("GPU device(s) %s of the reattached container are leased elsewhere", ids)
+        if status == "created":
+            return self.start()
+        if status in _RUNNING_STATES:
+            return self.cli.logs(container_id, stdout=True, stderr=True, stream=True, follow=True)
+        return iter([self.cli.logs(container_id, stdout=True, stderr=True)])
+
+    def wait(self) -> int | None:
+        """Wait for the container to exit; return its exit code."""
+        return self.cli.wait(self.id).get("StatusCode")
+
+    def finish(self, *, succeeded: bool) -> None:
+        """Remove or keep the container as ``auto_remove`` says, and release the GPU lease; idempotent."""
+        container_id, self.id = self.id, None
+        try:
+            if container_id is None:
+                return
+            if self.auto_remove == "force" or (self.auto_remove == "success" and succeeded):
+                self.remove(container_id)
+                return
+            from docker.errors import APIError
+
+            with contextlib.suppress(APIError):
+                self.cli.stop(container_id, timeout=self.stop_grace_period)
+                self.cli.rename(container_id, self.kept_name)
+            self.log.info(
+                "Kept container %s (%s) as %s (auto_remove=%r)",
+                self.name,
+                container_id[:12],
+                self.kept_name,
+                self.auto_remove,
+            )
+        finally:
+            self.release_lease()
+
+    def kill(self) -> None:
+        """Stop the container (SIGTERM, then SIGKILL after the grace period), then finish it as failed."""
+        if self.id is not None:
+            from docker.errors import APIError
+
+            self.log.info("Task killed: stopping container %s (%s)", self.name, self.id[:12])
+            with contextlib.suppress(APIError):
+                self.cli.stop(self.id, timeout=self.stop_grace_period)
+        self.finish(succeeded=False)
+
+    def release_lease(self) -> None:
+        """Release the GPU lease, if any; idempotent."""
+        lease, self.lease = self.lease, None
+        if lease is not None:
+            lease.release()
