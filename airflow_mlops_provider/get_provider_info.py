@@ -148,7 +148,7 @@ def get_provider_info() -> dict[str, Any]:
             {"integration-name": "Kubernetes", "python-modules": ["airflow_mlops_provider.hooks.kubernetes"]},
             {
                 "integration-name": "Local process",
-                "python-modules": ["airflow_mlops_provider.operators.local"],  # TailingSubprocessHook
+                "python-modules": ["airflow_mlops_provider.hooks.subprocess"],
             },
             {
                 "integration-name": "MLflow",
@@ -182,7 +182,7 @@ def get_provider_info() -> dict[str, Any]:
                 "options": {
                     "runtime": {
                         "description": "Where container_operator() runs containers: "
-                        "'docker' or 'kubernetes'.",
+                        "'docker', 'kubernetes' or 'local' (a plain process on the worker).",
                         "version_added": "0.1.0",
                         "type": "string",
                         "example": "kubernetes",
@@ -190,9 +190,11 @@ def get_provider_info() -> dict[str, Any]:
                     },
                     "docker_host_gpus": {
                         "description": "GPUs of the Docker host(s) GpuDockerOperator starts "
-                        "containers on: a count ('4'), device ids ('0,1,3'), or JSON mapping a "
-                        "docker_url to either. Empty: discover them with nvidia-smi in a helper "
-                        "container.",
+                        "containers on: a count ('4'), device ids ('0,1,3'), or JSON: an id-to-name "
+                        'mapping for every host (\'{"0": "NVIDIA A100-SXM4-80GB"}\', which lets '
+                        "gpu_type be checked), or an object keyed by docker_url whose values are a "
+                        "count, ids or such a mapping. Empty: discover them with nvidia-smi in a "
+                        "helper container.",
                         "version_added": "0.1.0",
                         "type": "string",
                         "example": "4",

@@ -126,7 +126,8 @@ class GpuDockerOperator(ResourcesPartialMixin, DockerRunSeam):
     :param keep_container: Keep the container after it ends: the same as ``auto_remove="never"``
         (giving it with ``"success"`` or ``"force"`` is a ``ValueError``).
     :param stop_grace_period: Seconds between SIGTERM and SIGKILL for the container when the task
-        is killed (default 5, inside the 5 s Airflow gives a task between its signals).
+        is killed: 0 to 3, default 3. Airflow SIGKILLs a killed task process 5 s after its
+        SIGTERM, and the container must be stopped and removed inside that time.
     """
 
     template_fields: Sequence[str] = (*DockerRunSeam.template_fields, "env", "compute_resources", "gpu_ids")
@@ -152,7 +153,7 @@ class GpuDockerOperator(ResourcesPartialMixin, DockerRunSeam):
         reattach_on_restart: bool = True,
         auto_remove: str | None = None,
         keep_container: bool = False,
-        stop_grace_period: int = 5,
+        stop_grace_period: int = 3,
         **kwargs: Any,
     ) -> None:
         validate_image(image)

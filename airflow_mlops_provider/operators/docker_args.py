@@ -51,6 +51,11 @@ GPU_FALLBACKS = ("fail", "cpu")
 #: DockerOperator's ``auto_remove`` values, as GpuDockerOperator honours them.
 AUTO_REMOVE = ("never", "success", "force")
 AutoRemove = Literal["never", "success", "force"]
+#: The longest ``stop_grace_period``. When a task is marked failed or success (or its worker is
+#: told to stop), Airflow's supervisor sends the task process SIGTERM and SIGKILLs it 5 s later
+#: (``ActivitySubprocess.kill(escalation_delay=5.0)``, task SDK 1.3): ``on_kill`` must stop *and*
+#: remove the container inside those 5 s. A longer grace left the stopped container behind.
+MAX_STOP_GRACE_PERIOD = 3
 
 
 def check_options(
@@ -69,8 +74,16 @@ def check_options(
         or gpu_lease_timeout < 0
     ):
         raise ValueError(f"gpu_lease_timeout must be a number of seconds >= 0, got {gpu_lease_timeout!r}")
-    if isinstance(stop_grace_period, bool) or not isinstance(stop_grace_period, int) or stop_grace_period < 0:
-        raise ValueError(f"stop_grace_period must be an integer >= 0, got {stop_grace_period!r}")
+    if (
+        isinstance(stop_grace_period, bool)
+        or not isinstance(stop_grace_period, int)
+        or not 0 <= stop_grace_period <= MAX_STOP_GRACE_PERIOD
+    ):
+        raise ValueError(
+            f"stop_grace_period must be an integer from 0 to {MAX_STOP_GRACE_PERIOD} (Airflow SIGKILLs a "
+            "killed task 5 s after SIGTERM, and the container must be stopped and removed before that), "
+            f"got {stop_grace_period!r}"
+        )
 
 
 def auto_remove_policy(auto_remove: Any, keep_container: bool) -> AutoRemove:

@@ -11,7 +11,7 @@ when the task is killed) but it isolates nothing: ``image`` is checked and ignor
 The process runs through Airflow's ``SubprocessHook`` (the one ``BashOperator`` uses: its own
 process group, output lines logged live, ``send_sigterm`` to the group). Two pieces stay ours
 because the hook has no public way to offer them: the last ``tail_lines`` output lines for the
-error message (the hook keeps only the last line; :class:`TailingSubprocessHook` keeps them
+error message (the hook keeps only the last line; :class:`~airflow_mlops_provider.hooks.subprocess.TailingSubprocessHook` keeps them
 from the lines the hook logs) and the SIGKILL that follows SIGTERM when the group does not
 exit in time (``send_sigterm`` only sends SIGTERM).
 
@@ -22,7 +22,6 @@ The result file is ``$MLOPS_RESULT_FILE`` (a private temporary path) instead of
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import os
 import shlex
@@ -33,9 +32,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.standard.hooks.subprocess import SubprocessHook
 from airflow.sdk import BaseOperator
 
+from airflow_mlops_provider.hooks.subprocess import TailingSubprocessHook
 from airflow_mlops_provider.operators._common import (
     RESULT_FILE_ENV,
     ResourcesPartialMixin,
@@ -58,47 +57,6 @@ if TYPE_CHECKING:
 
 #: Seconds the process group gets between SIGTERM and SIGKILL when the task is killed.
 KILL_GRACE_SECONDS = 10
-
-
-class _TailingLog:
-    """The hook's logger: every record goes to ``log``; the output lines are also kept in ``tail``."""
-
-    def __init__(self, log: Any, tail: collections.deque[str]) -> None:
-        self._target = log
-        self.tail = tail
-
-    def info(self, msg: str, *args: Any, **kwargs: Any) -> None:
-        # SubprocessHook.run_command logs each output line as ``log.info("%s", line)`` and its
-        # own messages with text around the arguments (providers-standard 1.9.0, the floor
-        # apache-airflow-core requires, to 1.21.0, read in both).
-        if msg == "%s" and len(args) == 1:
-            self.tail.append(str(args[0]))
-        self._target.info(msg, *args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._target, name)
-
-
-class TailingSubprocessHook(SubprocessHook):
-    """
-    ``SubprocessHook`` that logs through the operator's log and keeps the last output lines.
-
-    :param log: Where the output lines are logged (the operator's ``self.log``).
-    :param tail_lines: How many of the last output lines ``tail`` keeps.
-    """
-
-    def __init__(self, *, log: Any, tail_lines: int) -> None:
-        super().__init__()
-        self._tailing_log = _TailingLog(log, collections.deque(maxlen=tail_lines))
-
-    @property
-    def log(self) -> Any:  # type: ignore[override]
-        return self._tailing_log
-
-    @property
-    def tail(self) -> list[str]:
-        """The last output lines of the command run last."""
-        return list(self._tailing_log.tail)
 
 
 def _check_local_command(command: Any) -> str | list[Any]:

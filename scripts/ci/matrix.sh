@@ -104,8 +104,13 @@ for env in "${ENVS[@]}"; do
     TEST_S[$env]=$(($(date +%s) - start))
 done
 
-echo "::: matrix: versions installed (declared floor, each env, newest on the index, uv.lock)"
-"$PYTHON" scripts/ci/matrix_versions.py table "$DIR" "${ENVS[@]}"
+if [ -x .venv/bin/python ]; then .venv/bin/python scripts/ci/matrix_versions.py record >"$DIR/locked.versions.json"; fi
+BUILT=()
+for env in "${ENVS[@]}"; do [ -s "$DIR/$env.versions.json" ] && BUILT+=("$env"); done
+if [ ${#BUILT[@]} -gt 0 ]; then
+    echo "::: matrix: versions installed (declared floor, each env, newest on the index, locked .venv)"
+    "$PYTHON" scripts/ci/matrix_versions.py table "$DIR" "${BUILT[@]}"
+fi
 echo "::: matrix: summary"
 for env in "${ENVS[@]}"; do
     printf '::: matrix %-6s %-17s build %4ss  tests %4ss\n' "$env" "${RESULT[$env]}" "${BUILD_S[$env]}" "${TEST_S[$env]}"

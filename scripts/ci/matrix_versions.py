@@ -10,7 +10,7 @@
 ``python matrix_versions.py table DIR ENV...``
     Print a Markdown table: each direct dependency's declared floor, its version in each
     ``DIR/ENV.versions.json``, the newest release on the index (``DIR/ENV.newest.json`` where
-    the matrix wrote one), the locked version (``uv.lock``), then the transitive packages the
+    the matrix wrote one), the locked version (``.venv`` or ``uv.lock``), then the transitive packages the
     floor caps or that often break old releases.
 """
 
@@ -19,8 +19,9 @@ from __future__ import annotations
 import json
 import re
 import sys
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 REPO = Path(__file__).resolve().parents[2]
 CONSTRAINTS = REPO / "scripts" / "ci" / "floor-constraints.txt"
@@ -62,12 +63,20 @@ def capped_names(path: Path = CONSTRAINTS) -> list[str]:
     return names
 
 
-def locked_versions(lock: Path = REPO / "uv.lock") -> dict[str, str]:
-    """``{name: version}`` of ``uv.lock`` (the locked dev environment)."""
-    if not lock.exists():
-        return {}
-    packages = tomllib.loads(lock.read_text()).get("package", [])
-    return {normalize(p["name"]): p["version"] for p in packages if "version" in p}
+def locked_versions(directory: Path, lock: Path = REPO / "uv.lock") -> dict[str, str]:
+    """``{name: version}`` of the locked dev environment.
+
+    ``DIR/locked.versions.json`` (recorded from ``.venv``) when the matrix wrote it, else
+    ``uv.lock``, where a package locked at two versions (per Python marker) shows both.
+    """
+    recorded = _load(directory / "locked.versions.json")
+    if recorded or not lock.exists():
+        return recorded
+    versions: dict[str, list[str]] = {}
+    for package in tomllib.loads(lock.read_text()).get("package", []):
+        if "version" in package:
+            versions.setdefault(normalize(package["name"]), []).append(package["version"])
+    return {name: "/".join(found) for name, found in versions.items()}
 
 
 def installed_versions() -> dict[str, str]:
@@ -88,7 +97,7 @@ def table(directory: Path, envs: list[str]) -> str:
     newest = {}
     for env in envs:
         newest.update(_load(directory / f"{env}.newest.json"))
-    locked = locked_versions()
+    locked = locked_versions(directory)
     header = ["package", "declared floor", *(f"{env} env" for env in envs), "newest on index", "locked"]
     rows = [header, ["---"] * len(header)]
     for name in floors:

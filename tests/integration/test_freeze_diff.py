@@ -26,9 +26,14 @@ DEPLOYMENT = [
 
 
 def _uv() -> str:
-    found = shutil.which("uv") or shutil.which("uv", path=os.path.dirname(sys.executable))
+    # On PATH, beside the interpreter, or where `make env` installs it (.tools/bin).
+    found = (
+        shutil.which("uv")
+        or shutil.which("uv", path=os.path.dirname(sys.executable))
+        or shutil.which("uv", path=str(REPO_ROOT / ".tools" / "bin"))
+    )
     if not found:
-        pytest.fail("uv is needed for the freeze-diff test (the dev environment installs it)")
+        pytest.fail("uv is needed for the freeze-diff test (`make env` installs it in .tools/bin)")
     return found
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import uuid
-import warnings
 from typing import TYPE_CHECKING
 
 import pytest
@@ -30,24 +29,20 @@ def _run_with_model(url: str, val_auc: float) -> str:
     import mlflow
     import mlflow.pyfunc
 
+    class Constant(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input, params=None):
+            return [val_auc] * len(model_input)
+
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(url)
-    # MLflow warns "Add type hints to predict" (at class creation and at logging): not this test's topic.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-
-        class Constant(mlflow.pyfunc.PythonModel):
-            def predict(self, context, model_input, params=None):
-                return [val_auc] * len(model_input)
-
-        try:
-            mlflow.set_experiment("airflow-mlops-smoke")
-            with mlflow.start_run() as run:
-                mlflow.log_metric("val_auc", val_auc)
-                mlflow.pyfunc.log_model(name="model", python_model=Constant(), pip_requirements=["mlflow"])
-            return run.info.run_id
-        finally:
-            mlflow.set_tracking_uri(previous)
+    try:
+        mlflow.set_experiment("airflow-mlops-smoke")
+        with mlflow.start_run() as run:
+            mlflow.log_metric("val_auc", val_auc)
+            mlflow.pyfunc.log_model(name="model", python_model=Constant(), pip_requirements=["mlflow"])
+        return run.info.run_id
+    finally:
+        mlflow.set_tracking_uri(previous)
 
 
 def test_register_then_promote_the_better_challenger(airflow_db, server, tmp_path):

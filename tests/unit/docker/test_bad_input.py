@@ -88,7 +88,18 @@ CASES = [
         {"gpu_lease_timeout": -5},
         "gpu_lease_timeout must be a number of seconds >= 0, got -5",
     ),
-    ("negative-grace", {"stop_grace_period": -1}, "stop_grace_period must be an integer >= 0, got -1"),
+    (
+        "negative-grace",
+        {"stop_grace_period": -1},
+        "stop_grace_period must be an integer from 0 to 3 (Airflow SIGKILLs a killed task 5 s after "
+        "SIGTERM, and the container must be stopped and removed before that), got -1",
+    ),
+    (
+        "grace-past-the-kill",
+        {"stop_grace_period": 5},
+        "stop_grace_period must be an integer from 0 to 3 (Airflow SIGKILLs a killed task 5 s after "
+        "SIGTERM, and the container must be stopped and removed before that), got 5",
+    ),
     (
         "memory-clashes-with-mem-limit",
         {"resources": {"memory": "1Gi"}, "mem_limit": "1g"},
