@@ -28,13 +28,9 @@ Schedule a deployment DAG on a model::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import SplitResult, quote, unquote, urlsplit
 
 from airflow.sdk import Asset, AssetAlias
-
-if TYPE_CHECKING:
-    from urllib.parse import SplitResult
 
 #: URI scheme of registered-model Assets.
 MLFLOW_MODEL_SCHEME = "mlflow-model"
@@ -73,7 +69,7 @@ def sanitize_uri(uri: SplitResult) -> SplitResult:
     elif uri.query:
         problem = "has a query"
     else:
-        return uri._replace(netloc=quote(name, safe=""), path="", query="", fragment="")
+        return SplitResult(uri.scheme, quote(name, safe=""), "", "", "")
     raise ValueError(
         f"An {MLFLOW_MODEL_SCHEME} Asset URI must be {MLFLOW_MODEL_SCHEME}://<percent-encoded registered "
         f"model name>, as mlflow_model_uri(name) builds it; got {uri.geturl()!r}, which {problem}"

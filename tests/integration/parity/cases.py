@@ -39,7 +39,13 @@ LIMITS_PROBE = (
     f"{_WRITE}(json.dumps(dict(memory=read('/sys/fs/cgroup/memory.max', "
     "'/sys/fs/cgroup/memory/memory.limit_in_bytes'), shm=s.f_frsize * s.f_blocks)))"
 )
-FAILING = "import sys; print('line one', flush=True); print('boom', file=sys.stderr, flush=True); sys.exit(3)"
+#: Both lines go to stderr: a container's stdout and stderr are two pipes that the engine reads
+#: separately, so lines written to both within microseconds may come out in either order on Docker
+#: (CI saw "boom" before "line one"). Within one stream the order is kept on every runtime.
+FAILING = (
+    "import sys; print('line one', file=sys.stderr, flush=True); "
+    "print('boom', file=sys.stderr, flush=True); sys.exit(3)"
+)
 
 #: What every runtime's native environment argument holds in the env-precedence case (the
 #: worker's environment, for local, is patched to hold the same).
