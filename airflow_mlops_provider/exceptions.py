@@ -16,12 +16,17 @@ class ContainerFailedError(MlopsProviderError):
     :param message: What happened.
     :param exit_code: The container's exit code.
     :param logs: The last lines of the container's output.
+    :param oom_killed: True when the runtime says the kernel killed it for memory, False when
+        it says not, None when it does not say.
     """
 
-    def __init__(self, message: str, *, exit_code: int | None = None, logs: str = "") -> None:
+    def __init__(
+        self, message: str, *, exit_code: int | None = None, logs: str = "", oom_killed: bool | None = None
+    ) -> None:
         super().__init__(message if not logs else f"{message}\n--- last container output ---\n{logs}")
         self.exit_code = exit_code
         self.logs = logs
+        self.oom_killed = oom_killed
 
 
 class ContainerConfigError(MlopsProviderError, AirflowFailException):

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Param
 
+from airflow_mlops_provider.sweeps.plan import CACHE_MODES, STRATEGIES
 from airflow_mlops_provider.sweeps.schema import SEARCH_SPACE_SCHEMA
 from airflow_mlops_provider.sweeps.select import MODES
 from airflow_mlops_provider.sweeps.space import parse_search_space
-from airflow_mlops_provider.sweeps.tasks import STRATEGIES
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 __all__ = [
     "RUNTIMES",
     "SEARCH_SPACE_SCHEMA",
+    "cache_key_param",
+    "cache_param",
     "gpus_per_trial_param",
     "max_parallel_tasks_param",
     "metric_param",
@@ -187,6 +189,37 @@ def min_success_ratio_param(default: float = 0.5) -> Param:
     )
 
 
+def cache_param(default: str = "readwrite") -> Param:
+    """Return a Param for the trial cache: ``off`` (run every trial), ``read`` or ``readwrite``."""
+    return _enum_param(
+        "cache",
+        default,
+        CACHE_MODES,
+        "Trial cache",
+        "readwrite: reuse trials MLflow already holds for the same parameters and cache key, and "
+        "record new ones; read: reuse only; off: run every trial again.",
+    )
+
+
+def cache_key_param(default: str | None = None) -> Param:
+    """
+    Return a Param for the cache key: what a reused trial must share besides its parameters.
+
+    Empty (None) means ``plan_sweep``'s default, ``{{ run_id }}`` (only a rerun of the same DAG
+    run reuses trials). A template such as ``{{ data_interval_start }}-v3`` is rendered.
+    """
+    if default is not None and (not isinstance(default, str) or not default.strip()):
+        raise ValueError(f"cache_key must be None or a non-empty string, got {default!r}")
+    return Param(
+        default,
+        type=["null", "string"],
+        minLength=1,
+        title="Cache key",
+        description="The data version, image digest or code version; a trial with the same parameters "
+        "and key is reused. Empty: this DAG run only ({{ run_id }}).",
+    )
+
+
 def sweep_params(
     *,
     search_space: Mapping[str, Any],
@@ -201,6 +234,8 @@ def sweep_params(
     mode: str = "min",
     min_success_ratio: float = 0.5,
     max_parallel_tasks: int | None = None,
+    cache: str = "readwrite",
+    cache_key: str | None = None,
 ) -> dict[str, Param]:
     """
     Return the DAG params of a sweep, keyed by the names ``plan_sweep``/``select_best_trial`` read.
@@ -217,6 +252,9 @@ def sweep_params(
     :param mode: Default mode.
     :param min_success_ratio: Default smallest share of successful trials.
     :param max_parallel_tasks: Default most mapped tasks (None: up to ``max_map_length``).
+    :param cache: Default trial cache mode (``off``, ``read``, ``readwrite``); the form can turn
+        it off for one run.
+    :param cache_key: Default cache key (None: ``plan_sweep``'s ``{{ run_id }}``).
     """
     return {
         "search_space": search_space_param(search_space),
@@ -229,4 +267,6 @@ def sweep_params(
         "mode": mode_param(mode),
         "min_success_ratio": min_success_ratio_param(min_success_ratio),
         "max_parallel_tasks": max_parallel_tasks_param(max_parallel_tasks),
+        "cache": cache_param(cache),
+        "cache_key": cache_key_param(cache_key),
     }

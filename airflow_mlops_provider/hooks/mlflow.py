@@ -7,21 +7,28 @@ meaning of MLflow's errors are in :mod:`airflow_mlops_provider.hooks.mlflow_base
 
 from __future__ import annotations
 
+import re
 import time
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from airflow.sdk.exceptions import AirflowFailException
 
+from airflow_mlops_provider._compat import mlflow as compat
 from airflow_mlops_provider.exceptions import ModelRegistryError
 from airflow_mlops_provider.hooks.mlflow_base import MlflowBaseHook
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from mlflow.entities import Run
     from mlflow.entities.model_registry import ModelVersion
 
-__all__ = ["TI_KEY_TAG", "MlflowHook", "VersionMetrics"]
+__all__ = ["SEARCH_PAGE_SIZE", "TI_KEY_TAG", "MlflowHook", "VersionMetrics", "filter_literal"]
 
 #: Version tag holding a hash of the task instance identity (dag_id, task_id, run_id, map_index).
 TI_KEY_TAG = "airflow.ti_key"
+#: Runs per page of :meth:`MlflowHook.search_runs_by_tags` (MLflow's own default page size).
+SEARCH_PAGE_SIZE = 1000
 
 
 class VersionMetrics(NamedTuple):
@@ -35,6 +42,28 @@ def _quoted(name: str) -> str:
     return name.replace("'", "\\'")
 
 
+def filter_literal(value: str) -> str:
+    """
+    Return ``value`` as a quoted string of an MLflow search filter (``'value'`` or ``"value"``).
+
+    MLflow's filter parser has no escape sequence: a value holding a single quote is put in
+    double quotes, and a value holding both kinds of quote, or a backslash (which the tokenizer
+    reads as an escape), cannot be searched for.
+
+    :raises ValueError: naming the value when it cannot be quoted safely.
+    """
+    text = str(value)
+    if "\\" not in text:
+        if "'" not in text:
+            return f"'{text}'"
+        if '"' not in text:
+            return f'"{text}"'
+    raise ValueError(
+        f"cannot search MLflow for the value {value!r}: MLflow's filter syntax has no escapes, so a "
+        "searched value can hold neither a backslash nor both a single and a double quote"
+    )
+
+
 class MlflowHook(MlflowBaseHook):
     """
     Interact with an MLflow tracking server and model registry through ``MlflowClient``.
@@ -43,6 +72,112 @@ class MlflowHook(MlflowBaseHook):
 
     :param mlflow_conn_id: The Airflow connection of type ``mlflow``.
     """
+
+    def search_runs_by_tags(
+        self,
+        experiment_ids: Sequence[str],
+        tags: Mapping[str, str],
+        *,
+        order_by: Sequence[str] | None = None,
+        page_size: int | None = None,
+    ) -> list[Run]:
+        """
+        Return every active run of ``experiment_ids`` whose tags equal ``tags``, reading all pages.
+
+        :param experiment_ids: The experiments to search.
+        :param tags: Tag key -> exact value; keys are back-quoted, values quoted with
+            :func:`filter_literal`.
+        :param order_by: MLflow ``order_by`` clauses, e.g. ``["attributes.start_time DESC"]``.
+        :param page_size: Runs per request (default :data:`SEARCH_PAGE_SIZE`).
+        :raises ValueError: A tag key holds a back quote, or a value cannot be quoted.
+        """
+        clauses = []
+        for key, value in tags.items():
+            if "`" in key:
+                raise ValueError(f"cannot search MLflow for the tag key {key!r}: it holds a back quote")
+            clauses.append(f"tags.`{key}` = {filter_literal(value)}")
+        client = self.get_conn()
+        runs: list[Run] = []
+        token: str | None = None
+        while True:
+            page = client.search_runs(
+                list(experiment_ids),
+                filter_string=" AND ".join(clauses),
+                max_results=page_size or SEARCH_PAGE_SIZE,
+                order_by=list(order_by) if order_by else None,
+                page_token=token,
+            )
+            runs.extend(page)
+            token = page.token
+            if not token:
+                return runs
+
+    def log_text_artifact(self, run_id: str, text: str, artifact_file: str) -> None:
+        """
+        Write ``text`` as the artifact ``artifact_file`` of run ``run_id``.
+
+        On a tracking server that proxies artifacts (``mlflow-artifacts:``), this is one HTTP PUT
+        to its artifacts API with this hook's credentials: MLflow's client (3.1 to 3.6) resolves
+        such a URI against the process-wide tracking URI instead of its own, and sends only the
+        credentials of the environment. Other artifact stores go through ``client.log_text``.
+
+        :raises mlflow.exceptions.MlflowException: The server answered with an error.
+        :raises requests.RequestException: No answer.
+        """
+        url = self._proxied_artifact_url(run_id, artifact_file)
+        if url is None:
+            self.get_conn().log_text(run_id, text, artifact_file)
+            return
+        self._artifact_request("PUT", url, data=text.encode("utf-8"))
+
+    def read_text_artifact(self, run_id: str, artifact_file: str) -> str:
+        """Return the artifact ``artifact_file`` of run ``run_id`` as text (see :meth:`log_text_artifact`)."""
+        url = self._proxied_artifact_url(run_id, artifact_file)
+        if url is not None:
+            return self._artifact_request("GET", url).decode("utf-8")
+        import tempfile
+        from pathlib import Path
+
+        with tempfile.TemporaryDirectory(prefix="mlops-artifact-") as tmp:
+            local = self.get_conn().download_artifacts(run_id, artifact_file, tmp)
+            return Path(local).read_text(encoding="utf-8")
+
+    def _proxied_artifact_url(self, run_id: str, artifact_file: str) -> str | None:
+        """The URL of a run's artifact on the server's artifacts API, None when not proxied."""
+        from urllib.parse import quote, urlparse
+
+        if not compat.is_http(self.tracking_uri):
+            return None
+        root = urlparse(self.get_conn().get_run(run_id).info.artifact_uri)
+        if root.scheme != "mlflow-artifacts":
+            return None
+        # As mlflow/store/artifact/mlflow_artifacts_repo.py MlflowArtifactsRepository.resolve_uri.
+        server = urlparse(self.tracking_uri)
+        path = f"{server.path}/api/2.0/mlflow-artifacts/artifacts/{root.path}/{artifact_file}"
+        path = re.sub("//+", "/", path)
+        return f"{server.scheme}://{root.netloc or server.netloc}{quote(path)}"
+
+    def _artifact_request(self, method: str, url: str, **kwargs: Any) -> bytes:
+        import requests
+        from mlflow.exceptions import MlflowException
+
+        creds = self._credentials
+        headers = {}
+        auth = None
+        if creds["login"]:
+            auth = (creds["login"], creds["secret"] or "")
+        elif creds["secret"]:
+            headers["Authorization"] = f"Bearer {creds['secret']}"
+        response = requests.request(
+            method, url, headers=headers, auth=auth, verify=not creds["insecure"], timeout=120, **kwargs
+        )
+        if response.status_code >= 400:
+            # Worded as mlflow/utils/rest_utils.py verify_rest_response, which mlflow_errors reads.
+            raise MlflowException(
+                f"API request to {url} failed with error code {response.status_code} != 200. "
+                f"Response body: {response.text[:300]!r}"
+            )
+        return response.content
 
     def find_model_version(
         self, model_name: str, *, alias: str | None = None, min_version: int | None = None

@@ -13,10 +13,10 @@ from typing import Any
 
 from airflow.providers.standard.hooks.subprocess import SubprocessHook
 
-__all__ = ["TailingSubprocessHook"]
+__all__ = ["TailingLog", "TailingSubprocessHook"]
 
 
-class _TailingLog:
+class TailingLog:
     """The hook's logger: every record goes to ``log``; the output lines are also kept in ``tail``."""
 
     def __init__(self, log: Any, tail: collections.deque[str]) -> None:
@@ -45,7 +45,7 @@ class TailingSubprocessHook(SubprocessHook):
 
     def __init__(self, *, log: Any, tail_lines: int) -> None:
         super().__init__()
-        self._tailing_log = _TailingLog(log, collections.deque(maxlen=tail_lines))
+        self._tailing_log = TailingLog(log, collections.deque(maxlen=tail_lines))
 
     @property
     def log(self) -> Any:  # type: ignore[override]

@@ -157,19 +157,23 @@ def parse_result_text(text: str, *, source: str) -> Any:
         ) from err
 
 
-def container_failed_error(source: str, exit_code: int | None, lines: Iterable[str]) -> ContainerFailedError:
+def container_failed_error(
+    source: str, exit_code: int | None, lines: Iterable[str], *, oom_killed: bool | None = None
+) -> ContainerFailedError:
     """
     Return the error of a process that exited with a non-zero code (the same shape on every runtime).
 
     :param source: What ran, for the message (``"Container mlops-train-..."``, ``"Pod train-..."``).
     :param exit_code: Its exit code.
     :param lines: Its last output lines (already cut to the tail).
+    :param oom_killed: Whether the runtime reports an out-of-memory kill (None: it does not say).
     """
     from airflow_mlops_provider.exceptions import ContainerFailedError
 
-    return ContainerFailedError(
-        f"{source} exited with code {exit_code}", exit_code=exit_code, logs="\n".join(lines)
-    )
+    message = f"{source} exited with code {exit_code}"
+    if oom_killed:
+        message += " (OOM-killed: it ran out of memory)"
+    return ContainerFailedError(message, exit_code=exit_code, logs="\n".join(lines), oom_killed=oom_killed)
 
 
 def resources_for_init(value: Any) -> Any:

@@ -360,7 +360,9 @@ class GpuDockerOperator(ResourcesPartialMixin, DockerRunSeam):
         if exit_code in self.skip_on_exit_code:
             raise AirflowSkipException(f"Container exited with {exit_code}, listed in skip_on_exit_code")
         if exit_code != 0:
-            raise container_failed_error(f"Container {run.name}", exit_code, list(lines)[-ERROR_TAIL_LINES:])
+            raise container_failed_error(
+                f"Container {run.name}", exit_code, list(lines)[-ERROR_TAIL_LINES:], oom_killed=run.oom_killed
+            )
         if self.retrieve_output:
             return retrieved_output(self)
         log_value = (

@@ -169,7 +169,7 @@ def environment_at_init(env: Any, environment: Any) -> tuple[Any, frozenset[str]
     The merge is repeated on the rendered values in ``execute`` (:func:`container_environment`);
     the names are None when ``environment`` is a template, known only after rendering.
     """
-    names = frozenset(environment or ()) if isinstance(environment, Mapping) else None
+    names = frozenset(environment or ()) if isinstance(environment, (Mapping, type(None))) else None
     if isinstance(env, (Mapping, type(None))) and isinstance(environment, (Mapping, type(None))):
         environment = {**dict(environment or {}), **dict(env or {})}
     return environment, names

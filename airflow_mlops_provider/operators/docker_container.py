@@ -67,6 +67,8 @@ class TaskContainer:
         self.id: str | None = None
         #: The GPU devices leased for it (None: nothing leased).
         self.lease: GpuLease | None = None
+        #: After a non-zero exit: whether the engine says memory ran out (None: unknown).
+        self.oom_killed: bool | None = None
 
     def existing(self) -> dict[str, Any] | None:
         """Return ``docker inspect`` of the container a previous try left under this name, or None."""
@@ -144,8 +146,16 @@ class TaskContainer:
         return iter([self.cli.logs(container_id, stdout=True, stderr=True)])
 
     def wait(self) -> int | None:
-        """Wait for the container to exit; return its exit code."""
-        return self.cli.wait(self.id).get("StatusCode")
+        """Wait for the container to exit; return its exit code (``oom_killed`` says whether memory ran out)."""
+        code = self.cli.wait(self.id).get("StatusCode")
+        if code:
+            from docker.errors import APIError
+
+            try:
+                self.oom_killed = bool(self.cli.inspect_container(self.id)["State"].get("OOMKilled"))
+            except (APIError, KeyError, TypeError):
+                self.oom_killed = None
+        return code
 
     def finish(self, *, succeeded: bool) -> None:
         """Remove or keep the container as ``auto_remove`` says, and release the GPU lease; idempotent."""

@@ -1,12 +1,18 @@
 """Parameter sweeps on dynamic task mapping: search spaces, trials, batching and select-best.
 
 See :mod:`airflow_mlops_provider.sweeps.space` for the search-space format and
-:mod:`airflow_mlops_provider.sweeps.tasks` for the three-line DAG pattern.
+:mod:`airflow_mlops_provider.sweeps.tasks` for the three-line DAG pattern (Python trials),
+:mod:`airflow_mlops_provider.sweeps.container` for container trials, and
+:mod:`airflow_mlops_provider.sweeps.tracking` for MLflow tracking and the trial cache.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from airflow_mlops_provider.sweeps.batching import batch_trials, flatten_results, live_max_map_length
+from airflow_mlops_provider.sweeps.plan import CACHE_MODES, TRACKING_MODES
+from airflow_mlops_provider.sweeps.records import TrialFailure, TrialResultError, split_result
 from airflow_mlops_provider.sweeps.select import MODES, run_trial, run_trials, select_best
 from airflow_mlops_provider.sweeps.space import (
     DISTRIBUTIONS,
@@ -27,12 +33,18 @@ from airflow_mlops_provider.sweeps.tasks import (
 )
 
 __all__ = [
+    "CACHE_MODES",
     "DISTRIBUTIONS",
     "MODES",
     "RESOURCES_KEY",
     "STRATEGIES",
+    "TRACKING_MODES",
+    "ContainerTrialOperator",
     "Dimension",
+    "TrialFailure",
+    "TrialResultError",
     "batch_trials",
+    "container_trials",
     "flatten_results",
     "live_max_map_length",
     "make_trial",
@@ -43,8 +55,18 @@ __all__ = [
     "run_trials",
     "select_best",
     "select_best_trial",
+    "split_result",
     "trial_id",
     "trial_task",
     "trials_from_grid",
     "trials_from_random",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The container trial operator imports the runtime operators: load it only when asked for.
+    if name in ("ContainerTrialOperator", "container_trials"):
+        from airflow_mlops_provider.sweeps import container
+
+        return getattr(container, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

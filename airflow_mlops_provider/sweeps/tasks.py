@@ -24,178 +24,69 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
-from airflow_mlops_provider.sweeps.batching import batch_trials, live_max_map_length
-from airflow_mlops_provider.sweeps.select import run_trials, select_best
-from airflow_mlops_provider.sweeps.space import make_trial, trials_from_grid, trials_from_random
+from airflow_mlops_provider.exceptions import SweepError
+from airflow_mlops_provider.sweeps.batching import flatten_results
+from airflow_mlops_provider.sweeps.plan import (
+    BATCH_KEY_PREFIX,
+    PLAN_KEY,
+    STRATEGIES,
+    TRIALS_KEY,
+    dag_params,
+    pick,
+    plan_sweep,
+    plan_trials,
+)
+from airflow_mlops_provider.sweeps.runner import python_trial_runner, run_batch, trials_of
+from airflow_mlops_provider.sweeps.select import select_best
+from airflow_mlops_provider.sweeps.space import make_trial
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable
 
-__all__ = ["STRATEGIES", "plan_sweep", "plan_trials", "select_best_trial", "trial_task"]
+__all__ = [
+    "BATCH_KEY_PREFIX",
+    "PLAN_KEY",
+    "STRATEGIES",
+    "TRIALS_KEY",
+    "plan_sweep",
+    "plan_trials",
+    "select_best_trial",
+    "trial_task",
+]
 
 log = logging.getLogger(__name__)
-
-#: XCom key prefix of the batches ``plan_sweep`` stores, and key of the full trial list.
-BATCH_KEY_PREFIX = "sweep_batch_"
-TRIALS_KEY = "sweep_trials"
-#: How ``plan_sweep`` turns a space into trials.
-STRATEGIES = ("grid", "random")
-
-
-def _dag_params() -> Mapping[str, Any]:
-    try:
-        return get_current_context().get("params") or {}
-    except RuntimeError:  # called outside a running task (a unit test)
-        return {}
-
-
-def _pick(value: Any, params: Mapping[str, Any], key: str, default: Any = None) -> Any:
-    if value is not None:
-        return value
-    found = params.get(key)
-    return default if found is None else found
-
-
-def plan_trials(
-    search_space: Mapping[str, Any] | str,
-    *,
-    strategy: str | None = None,
-    n_trials: int | None = None,
-    seed: int | None = None,
-    max_parallel_tasks: int | None = None,
-    gpus_per_trial: int | None = None,
-    resources: Mapping[str, Any] | None = None,
-) -> list[dict[str, Any]]:
-    """
-    Return the batches of a sweep (see :func:`plan_sweep`); plain function, raises ``ValueError``.
-
-    :param search_space: The space; see :mod:`airflow_mlops_provider.sweeps.space`.
-    :param strategy: ``"grid"`` or ``"random"``; defaults to random when ``n_trials`` is set.
-    :param n_trials: Number of random trials.
-    :param seed: Seed of the random draw (default 0).
-    :param max_parallel_tasks: Most mapped task instances wanted.
-    :param gpus_per_trial: GPUs for every trial (sets ``resources["gpus"]``).
-    :param resources: Resources for every trial (a ``Resources.from_dict`` dict).
-    """
-    if strategy is None:
-        strategy = "random" if n_trials is not None else "grid"
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {list(STRATEGIES)}, got {strategy!r}")
-    base = dict(resources or {})
-    if gpus_per_trial:
-        base["gpus"] = gpus_per_trial
-    if strategy == "grid":
-        trials = trials_from_grid(search_space, resources=base or None)
-    else:
-        if n_trials is None:
-            raise ValueError("n_trials must be given for a random sweep, got None")
-        trials = trials_from_random(
-            search_space, n_trials, 0 if seed is None else seed, resources=base or None
-        )
-    return batch_trials(trials, max_parallel_tasks=max_parallel_tasks)
-
-
-@task
-def plan_sweep(
-    search_space: Mapping[str, Any] | str | None = None,
-    strategy: str | None = None,
-    n_trials: int | None = None,
-    seed: int | None = None,
-    max_parallel_tasks: int | None = None,
-    gpus_per_trial: int | None = None,
-    resources: Mapping[str, Any] | None = None,
-) -> list[dict[str, Any]]:
-    """
-    Plan a sweep: build its trials and pack them into batches for ``.expand_kwargs()``.
-
-    Each batch's trials are stored in their own XCom (``sweep_batch_<i>``) and the task returns
-    small references ``[{"batch": {...}}, ...]``, so each mapped trial task reads only its own
-    batch (a mapped task otherwise loads its upstream's whole list to take one item). The full
-    list of trials is stored under ``sweep_trials`` for ``select_best_trial``.
-
-    Each argument left as None is read from the DAG param of the same name (the
-    :func:`airflow_mlops_provider.params.sweep_params` names), so a run triggered from the UI
-    uses the form's values. The batch count respects the live ``[core] max_map_length``.
-
-    :param search_space: The space (mapping or JSON text). (templated)
-    :param strategy: ``"grid"`` or ``"random"``. (templated)
-    :param n_trials: Number of random trials. (templated)
-    :param seed: Seed of the random draw. (templated)
-    :param max_parallel_tasks: Most mapped task instances wanted. (templated)
-    :param gpus_per_trial: GPUs for every trial. (templated)
-    :param resources: Resources for every trial. (templated)
-    """
-    params = _dag_params()
-    space = _pick(search_space, params, "search_space")
-    if space is None:
-        raise AirflowFailException("search_space must be given or set as a DAG param, got None")
-    try:
-        batches = plan_trials(
-            space,
-            strategy=_pick(strategy, params, "strategy"),
-            n_trials=_pick(n_trials, params, "n_trials"),
-            seed=_pick(seed, params, "seed"),
-            max_parallel_tasks=_pick(max_parallel_tasks, params, "max_parallel_tasks"),
-            gpus_per_trial=_pick(gpus_per_trial, params, "gpus_per_trial"),
-            resources=resources,
-        )
-    except ValueError as err:
-        raise AirflowFailException(str(err)) from err
-    ti = get_current_context()["ti"]
-    refs: list[dict[str, Any]] = []
-    for index, batch in enumerate(batches):
-        key = f"{BATCH_KEY_PREFIX}{index}"
-        ti.xcom_push(key=key, value=batch["trials"])
-        ref: dict[str, Any] = {
-            "task_id": ti.task_id,
-            "map_index": ti.map_index,
-            "key": key,
-            "size": len(batch["trials"]),
-        }
-        refs.append({"batch": ref})
-    ti.xcom_push(key=TRIALS_KEY, value=[t for b in batches for t in b["trials"]])
-    log.info(
-        "Planned %d trials in %d batches (max_map_length=%d)",
-        sum(r["batch"]["size"] for r in refs),
-        len(refs),
-        live_max_map_length(),
-    )
-    return refs
-
-
-def _pull(ref: Mapping[str, Any], key: str) -> Any:
-    value = get_current_context()["ti"].xcom_pull(
-        task_ids=ref["task_id"], key=key, map_indexes=ref.get("map_index", -1)
-    )
-    if value is None:
-        raise AirflowFailException(f"no XCom {key!r} from task {ref['task_id']!r}: was the sweep planned?")
-    return value
 
 
 def trial_task(python_callable: Callable[..., Any] | None = None, **task_kwargs: Any) -> Any:
     """
     Turn a per-trial function into a task that runs one batch of trials (or one trial).
 
-    The function is called with the trial's parameters as keyword arguments (plus ``trial_id``
-    and ``resources`` when it names them) and returns a dict of metrics. An exception fails
-    that trial only: it is recorded and the batch goes on. The task returns the batch's
-    records; expand it with ``.expand_kwargs(plan_sweep())`` (batches) or with the trials of
-    ``trials_from_grid`` directly (one trial per task).
+    The function is called with the trial's parameters as keyword arguments (plus ``trial_id``,
+    ``resources`` and ``mlflow_run_id`` when it names them) and returns a dict of metrics
+    (numbers; anything else under ``"outputs"``). An exception fails that trial only: it is
+    recorded and the batch goes on. With tracking (see :func:`plan_sweep`) each trial is an
+    MLflow child run. The task returns the batch's records; expand it with
+    ``.expand_kwargs(plan_sweep())`` (batches) or with the trials of ``trials_from_grid``
+    directly (one trial per task, untracked).
 
     :param python_callable: The per-trial function (when used as ``@trial_task``).
     :param task_kwargs: Passed to ``@task`` (``task_id``, ``retries``, ``pool``, ...).
     """
 
     def decorate(fn: Callable[..., Any]) -> Any:
-        def run_batch(
+        runner = python_trial_runner(fn)
+
+        def run_batch_task(
             batch: dict[str, Any] | None = None,
             trials: list[dict[str, Any]] | None = None,
             trial_id: str | None = None,
             hparams: dict[str, Any] | None = None,
             resources: dict[str, Any] | None = None,
         ) -> list[dict[str, Any]]:
+            context = None
             if batch is not None:
-                trials = _pull(batch, batch["key"])
+                context = get_current_context()
+                trials = trials_of(batch, context)
             if trials is None:
                 if hparams is None:
                     raise AirflowFailException(
@@ -205,36 +96,74 @@ def trial_task(python_callable: Callable[..., Any] | None = None, **task_kwargs:
                 if trial_id is not None:
                     trial["trial_id"] = trial_id
                 trials = [trial]
-            return run_trials(fn, trials)
+            return run_batch(runner, trials=trials, context=context, log=log, ref=batch)
 
-        run_batch.__name__ = fn.__name__
-        run_batch.__qualname__ = fn.__qualname__
-        run_batch.__doc__ = fn.__doc__
-        run_batch.__module__ = fn.__module__
-        return task(**task_kwargs)(run_batch)
+        run_batch_task.__name__ = fn.__name__
+        run_batch_task.__qualname__ = fn.__qualname__
+        run_batch_task.__doc__ = fn.__doc__
+        run_batch_task.__module__ = fn.__module__
+        return task(**task_kwargs)(run_batch_task)
 
     if python_callable is not None:
         return decorate(python_callable)
     return decorate
 
 
-def _planned_trials(planned: Any) -> list[dict[str, Any]] | None:
-    """Return the planned trials from ``plan_sweep``'s references (or inline batches/trials)."""
+def _plan_of(planned: Any, context: Any) -> dict[str, Any] | None:
+    """Return the ``sweep_plan`` XCom of the sweep's ``plan_sweep`` (found through ``planned`` or upstream)."""
+    ti = context["ti"]
+    sources: list[tuple[str, int]] = []
+    for item in planned or []:
+        ref = item.get("batch") if isinstance(item, dict) else None
+        if isinstance(ref, dict) and (ref["task_id"], ref.get("map_index", -1)) not in sources:
+            sources.append((ref["task_id"], ref.get("map_index", -1)))
+    if not sources:
+        task_obj = context["task"]
+        upstream = sorted(task_obj.upstream_task_ids)
+        if hasattr(task_obj, "get_flat_relative_ids"):
+            upstream += sorted(set(task_obj.get_flat_relative_ids(upstream=True)) - set(upstream))
+        sources = [(task_id, -1) for task_id in upstream]
+    for task_id, map_index in sources:
+        plan = ti.xcom_pull(task_ids=task_id, key=PLAN_KEY, map_indexes=map_index)
+        if plan is not None:
+            return plan
+    return None
+
+
+def _inline_trials(planned: Any) -> list[dict[str, Any]] | None:
+    """Return planned trials given inline (batches or trials, not ``plan_sweep`` references)."""
     if planned is None:
         return None
     trials: list[dict[str, Any]] = []
-    sources = set()
     for item in planned:
-        ref = item.get("batch") if isinstance(item, dict) else None
-        if ref is None:
-            trials.extend(item.get("trials", [item]) if isinstance(item, dict) else item)
-        elif (ref["task_id"], ref.get("map_index", -1)) not in sources:
-            sources.add((ref["task_id"], ref.get("map_index", -1)))
-            trials.extend(_pull(ref, TRIALS_KEY))
-    return trials
+        if isinstance(item, dict) and "batch" not in item:
+            trials.extend(item.get("trials", [item]))
+        elif not isinstance(item, dict):
+            trials.extend(item)
+    return trials or None
 
 
-@task(trigger_rule="all_done_min_one_success", multiple_outputs=False)
+# ``all_done``, not ``all_done_min_one_success``: when every trial is cached, the trial task maps
+# to nothing and is skipped, and that rule skips its downstream on any skipped upstream.
+def _current_records(results: list[Any], plan: dict[str, Any]) -> list[dict[str, Any]]:
+    """
+    Return this plan's records: the trial tasks' records of planned, uncached trials, then the cached ones.
+
+    A cleared DAG run whose trials are now all cached maps its trial task to fewer (or no)
+    instances; the results of the instances it no longer has are stale and dropped.
+    """
+    cached = list(plan.get("cached") or [])
+    planned = {t["trial_id"] for t in plan.get("trials") or []}
+    resolved = {r.get("trial_id") for r in cached}
+    live: dict[Any, dict[str, Any]] = {}
+    for record in flatten_results(results):
+        trial_id = record.get("trial_id")
+        if trial_id in planned and trial_id not in resolved:
+            live[trial_id] = record
+    return [*live.values(), *cached]
+
+
+@task(trigger_rule="all_done", multiple_outputs=False)
 def select_best_trial(
     results: Any,
     planned: Any = None,
@@ -245,8 +174,12 @@ def select_best_trial(
     """
     Pick the best trial of a sweep and return it with the leaderboard (see ``select_best``).
 
-    It runs once all trial tasks are done, even when some failed as a whole; pass the
-    ``planned`` batches so that their trials count as failed.
+    It runs once all trial tasks are done, even when some failed as a whole or, every trial
+    being cached, the trial task was skipped; the plan of
+    :func:`plan_sweep` (found through ``planned`` or upstream) makes their trials count as
+    failed and adds the cached trials. Works on the records of Python and container trials.
+    With tracking, the leaderboard (JSON and CSV) and the best trial's id and metric are logged
+    on the sweep's MLflow run, which is then ended.
 
     :param results: The trial task's output (a list of per-batch lists).
     :param planned: The batches from :func:`plan_sweep`, optional.
@@ -254,14 +187,40 @@ def select_best_trial(
     :param mode: ``"min"`` or ``"max"``; defaults to the ``mode`` DAG param, then ``"min"``. (templated)
     :param min_success_ratio: Defaults to the ``min_success_ratio`` DAG param, then 0.5. (templated)
     """
-    params = _dag_params()
-    try:
-        return select_best(
-            list(results),
-            metric=_pick(metric, params, "metric"),
-            mode=_pick(mode, params, "mode", "min"),
-            min_success_ratio=_pick(min_success_ratio, params, "min_success_ratio", 0.5),
-            expected_trials=_planned_trials(planned),
+    context = get_current_context()
+    params = dag_params()
+    plan = _plan_of(planned, context)
+    records = list(results or [])
+    if plan is None and not records:
+        raise AirflowFailException(
+            "select_best_trial found no sweep plan and no trial results: did plan_sweep or every trial task fail?"
         )
-    except ValueError as err:
+    expected = _inline_trials(planned)
+    tracker = None
+    if plan is not None:
+        records = _current_records(records, plan)
+        expected = plan.get("trials")
+        if plan.get("tracking"):
+            from airflow_mlops_provider.sweeps.tracking import SweepTracker, TrackingConfig
+
+            tracker = SweepTracker(TrackingConfig.from_dict(plan["tracking"]), log=log)
+    metric = pick(metric, params, "metric", plan.get("metric") if plan else None)
+    mode = pick(mode, params, "mode", (plan or {}).get("mode") or "min")
+    try:
+        result = select_best(
+            records,
+            metric=metric,
+            mode=mode,
+            min_success_ratio=pick(min_success_ratio, params, "min_success_ratio", 0.5),
+            expected_trials=expected,
+        )
+    except (ValueError, SweepError) as err:
+        if tracker is not None and tracker.enabled:
+            tracker.log_leaderboard({"error": str(err), "metric": metric, "mode": mode}, succeeded=False)
+        if isinstance(err, SweepError):
+            raise
         raise AirflowFailException(str(err)) from err
+    result["n_cached"] = sum(1 for r in result["leaderboard"] if r.get("cached"))
+    if tracker is not None and tracker.enabled:
+        tracker.log_leaderboard(result)
+    return result

@@ -72,6 +72,24 @@ class RestApi:
         raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
 
 
+def serve_dags(api: RestApi, *dag_ids: str, timeout: float = 240) -> None:
+    """
+    Wait until the dag-processor has serialized each DAG, then unpause it.
+
+    ``airflow dags test`` runs earlier in the session may have created the DAG paused.
+    """
+    for dag_id in dag_ids:
+
+        def served(dag_id: str = dag_id) -> tuple[bool, Any]:
+            status, body = api.call("GET", f"/dags/{dag_id}")
+            return status == 200, body
+
+        api.wait_for(f"DAG {dag_id} to be served", served, timeout=timeout)
+        status, body = api.call("PATCH", f"/dags/{dag_id}", {"is_paused": False})
+        if status != 200 or body.get("is_paused") is not False:
+            raise AssertionError(f"could not unpause {dag_id}: {status} {body}")
+
+
 @contextmanager
 def airflow_services(dags_folder: Path, logs: Path, **extra_env: str) -> Iterator[RestApi]:
     """Run api-server + scheduler + dag-processor on the test DB; yield a REST client."""

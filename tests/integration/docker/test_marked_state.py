@@ -16,6 +16,7 @@ import pytest
 
 from tests.integration.docker.conftest import task_containers
 from tests.support.airflow_services import airflow_services as start_airflow
+from tests.support.airflow_services import serve_dags
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker, pytest.mark.slow]
 
@@ -29,14 +30,7 @@ REPETITIONS = 3
 def api(airflow_db, docker_engine, tmp_path_factory):
     logs = tmp_path_factory.mktemp("marked-state-services")
     with start_airflow(DAGS, logs, AIRFLOW__CORE__PARALLELISM="4") as api:
-
-        def served():
-            status, body = api.call("GET", f"/dags/{DAG_ID}")
-            return status == 200, body
-
-        api.wait_for(f"DAG {DAG_ID} to be served", served, timeout=240)
-        status, body = api.call("PATCH", f"/dags/{DAG_ID}", {"is_paused": False})
-        assert status == 200, body
+        serve_dags(api, DAG_ID)
         yield api
 
 

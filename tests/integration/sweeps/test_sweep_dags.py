@@ -84,6 +84,9 @@ def test_trials_feed_expand_kwargs_directly_with_per_trial_resources(run_sweep):
     assert summary["best"]["hparams"] == {"x": 1}
 
 
+SPACE_FOR_BAD_INPUT = {"x": [1, 2]}
+
+
 @pytest.mark.parametrize(
     ("conf", "message"),
     [
@@ -93,8 +96,24 @@ def test_trials_feed_expand_kwargs_directly_with_per_trial_resources(run_sweep):
             "search_space['lr']: low must be <= high, got low=1.0, high=0.1",
         ),
         ({"metric": "accuracy"}, "metric 'accuracy' is missing from the results of 18 trial(s)"),
+        ({"cache_key": "{{ '' }}"}, "cache_key rendered empty from \"{{ '' }}\""),
+        (
+            {"strategy": "random", "n_trials": 100},
+            "n=100 is more than the 18 distinct points of search_space",
+        ),
+        (
+            {"search_space": {**SPACE_FOR_BAD_INPUT, "resources": [{"gpus": 1}, {"memory": "lots"}]}},
+            "'lots'",
+        ),
     ],
-    ids=["empty-space", "low-gt-high", "metric-missing"],
+    ids=[
+        "empty-space",
+        "low-gt-high",
+        "metric-missing",
+        "empty-cache-key",
+        "n-trials-over-space",
+        "bad-resources",
+    ],
 )
 def test_bad_sweep_input_fails_with_a_clear_message(run_sweep, conf, message):
     run = run_sweep("sweep_grid", conf)

@@ -14,6 +14,7 @@ import pytest
 from airflow_mlops_provider.sweeps import trials_from_random
 from tests.integration.sweeps.conftest import SWEEP_DAGS
 from tests.support.airflow_services import airflow_services as start_airflow
+from tests.support.airflow_services import serve_dags
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -26,16 +27,7 @@ def airflow_services(airflow_db, tmp_path_factory):
     logs = tmp_path_factory.mktemp("airflow-services")
     result_dir = tmp_path_factory.mktemp("sweep-results")
     with start_airflow(SWEEP_DAGS, logs, SWEEP_RESULT_DIR=str(result_dir)) as api:
-
-        def dag_served():
-            status, body = api.call("GET", f"/dags/{DAG_ID}")
-            return status == 200, body
-
-        api.wait_for(f"DAG {DAG_ID} to be served", dag_served, timeout=240)
-        # `airflow dags test` runs earlier in the session may have created the DAG paused
-        status, body = api.call("PATCH", f"/dags/{DAG_ID}", {"is_paused": False})
-        assert status == 200, body
-        assert body["is_paused"] is False
+        serve_dags(api, DAG_ID)
         yield api, result_dir, logs
 
 

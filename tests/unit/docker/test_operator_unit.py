@@ -172,3 +172,20 @@ def test_the_docker_provider_gate_is_checked_before_container_creation(tmp_path,
         with pytest.raises(UnsupportedVersionError):
             op.execute(context())
     client.create_container.assert_not_called()
+
+
+def test_env_without_environment_logs_no_override():
+    """Regression: ``env`` alone was logged as overriding itself in ``environment`` (once per trial in sweeps)."""
+    from unittest import mock
+
+    from airflow_mlops_provider.operators.docker_args import container_environment, environment_at_init
+
+    merged, names = environment_at_init({"A": "1"}, None)
+    assert names == frozenset()
+    log = mock.Mock()
+    assert container_environment({"A": "1"}, merged, names, result_file=False, log=log) == {"A": "1"}
+    log.info.assert_not_called()
+    # a real override is still logged
+    merged, names = environment_at_init({"A": "1"}, {"A": "0", "B": "2"})
+    container_environment({"A": "1"}, merged, names, result_file=False, log=log)
+    log.info.assert_any_call("env overrides %s given in %s", ["A"], "environment")

@@ -30,6 +30,8 @@ def test_sweep_params_defaults_validate():
         "mode": "min",
         "min_success_ratio": 0.5,
         "max_parallel_tasks": None,
+        "cache": "readwrite",
+        "cache_key": None,
     }
 
 
@@ -146,3 +148,19 @@ def test_bad_defaults_fail_at_parse_time(factory, message):
     with pytest.raises(ValueError) as err:
         factory()
     assert str(err.value) == message
+
+
+def test_cache_params_reject_bad_values():
+    params = ParamsDict(sweep_params(search_space=SPACE))
+    params["cache"] = "off"
+    params["cache_key"] = "{{ data_interval_start }}-v2"
+    assert params.validate()["cache"] == "off"
+    for key, value in (("cache", "sometimes"), ("cache_key", "")):
+        params = ParamsDict(sweep_params(search_space=SPACE))
+        with pytest.raises(ParamValidationError, match=key):
+            params[key] = value
+            params.validate()
+    with pytest.raises(ValueError, match="cache must be one of"):
+        sweep_params(search_space=SPACE, cache="sometimes")
+    with pytest.raises(ValueError, match="cache_key must be None or a non-empty string, got ''"):
+        sweep_params(search_space=SPACE, cache_key="")

@@ -45,7 +45,11 @@ def test_trial_task_keeps_the_function_name_and_runs_inline_batches():
     assert [r["metrics"]["loss"] for r in records] == [1, 2]
     # one trial, as expand_kwargs(trials_from_grid(...)) passes it
     one = train.function(**trials[0])
-    assert one == [{**trials[0], "status": "success", "metrics": {"loss": 1}}]
+    assert len(one) == 1
+    seconds = one[0].pop("seconds")
+    assert isinstance(seconds, float) and seconds >= 0
+    # untracked (no plan_sweep reference): not cached, no MLflow run
+    assert one == [{**trials[0], "status": "success", "metrics": {"loss": 1}, "cached": False, "mlflow_run_id": None}]
 
 
 def test_importing_sweeps_and_params_stays_light():
