@@ -1,24 +1,37 @@
 """The full ML workflow: data -> features -> sweep of two model families -> evaluate -> register -> promote -> deploy.
 
-Weekly, or triggered from the UI with a validated form (search spaces, trials, GPUs per trial):
+Weekly, or triggered from the UI with a validated form (search spaces, trials, GPUs per trial, cache):
 
 1. ``extract``: generate last week's churn data (synthetic, drifting) into the data interval's partition;
 2. ``feast_apply`` + ``feast_materialize``: register the features and load the interval into the online store;
 3. ``build_training_set``: point-in-time join of the week's labels with Feast's offline store;
-4. ``train``: the sweep, one container per trial (``container_operator``: Docker in development,
-   Kubernetes in production, a local process where neither exists), model family A (logistic
-   regression) and B (gradient-boosted trees), resources from the form;
-5. ``evaluate``: best trial of each family scored on a held-out test set;
+4. the sweep, three tasks of this package: ``plan_sweep`` draws the trials of model family A
+   (logistic regression) and B (gradient-boosted trees) from the two search spaces,
+   ``train`` runs one container per trial (``container_trials``: Docker in development,
+   Kubernetes in production, a local process where neither exists) with the resources from the
+   form, and ``select_best_trial`` ranks them. Every trial is an MLflow run, a child of the
+   sweep's run in the experiment ``mlops_training_pipeline`` (connection ``mlflow_default``);
+5. ``evaluate``: the best trial of each family, from the leaderboard, scored on a held-out test set;
 6. ``log_model`` + ``register``: the winner becomes a new version of the registered model;
 7. ``promote``: champion/challenger on test AUC; moves ``champion`` only if better by ``min_delta``;
 8. ``deploy``: on promotion, move the ``production`` alias; that emits the model's Asset event,
    which triggers ``mlops_deploy_on_new_champion``.
+
+**Trial cache.** A trial is trained once per cache key: a rerun of the same week (a retried or
+cleared DAG run, or a manual run of an interval already trained) reuses the results MLflow holds
+and starts no container. The key (form field ``cache_key``) is the *data version*, the data
+interval plus the two params that shape the training set (``rows_per_week``, ``seed``), and the
+*code version*, the trainer image's id (``trainer_version()``: the local image's digest on Docker,
+the image reference on Kubernetes, a hash of ``train.py`` on the local runtime). New data or a
+rebuilt trainer trains again; so does ``cache: off`` in the form.
 
 Nothing here does I/O at parse time; heavy libraries are imported inside the tasks.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 import sys
 from pathlib import Path
@@ -26,7 +39,6 @@ from pathlib import Path
 import pendulum
 from airflow.sdk import CronDataIntervalTimetable, Param, conf, dag, task
 
-from airflow_mlops_provider.operators.container import container_operator
 from airflow_mlops_provider.operators.feast import FeastApplyOperator, FeastMaterializeOperator
 from airflow_mlops_provider.operators.mlflow import (
     MlflowPromoteModelOperator,
@@ -34,14 +46,20 @@ from airflow_mlops_provider.operators.mlflow import (
     MlflowSetAliasOperator,
 )
 from airflow_mlops_provider.params import (
+    cache_key_param,
+    cache_param,
     gpus_per_trial_param,
     metric_param,
+    min_success_ratio_param,
     mode_param,
     n_trials_param,
     search_space_param,
     seed_param,
     strategy_param,
 )
+from airflow_mlops_provider.sweeps import container_trials, plan_sweep, select_best_trial
+
+log = logging.getLogger(__name__)
 
 MODEL_NAME = os.environ.get("MLOPS_EXAMPLE_MODEL_NAME", "churn_classifier")
 RUNTIME = os.environ.get("MLOPS_EXAMPLE_RUNTIME") or conf.get("mlops", "runtime", fallback="docker")
@@ -49,6 +67,37 @@ TRAINER_IMAGE = os.environ.get("MLOPS_TRAINER_IMAGE", "mlops-trainer:latest")
 _DEFAULT_HOME = Path(os.environ.get("AIRFLOW_HOME", "~/airflow")).expanduser() / "mlops-example"
 EXAMPLE_HOME = str(Path(os.environ.get("MLOPS_EXAMPLE_HOME", _DEFAULT_HOME)).resolve())
 TRAIN_SCRIPT = Path(__file__).resolve().parent.parent / "images" / "trainer" / "train.py"
+#: What a cached trial must share besides its parameters: the data version and the code version.
+CACHE_KEY = (
+    "week {{ data_interval_start | ds }}..{{ data_interval_end | ds }}"
+    " rows {{ params.rows_per_week }} seed {{ params.seed }} trainer {{ trainer_version() }}"
+)
+
+
+def trainer_version() -> str:
+    """
+    Return the trainer's code version for the cache key (a template macro, called at run time).
+
+    The local image's id on Docker (so a rebuilt ``:latest`` counts as new code), the image
+    reference on Kubernetes (tag your images per version), a hash of ``train.py`` locally.
+    """
+    if RUNTIME == "local":
+        return "train.py@" + hashlib.sha256(TRAIN_SCRIPT.read_bytes()).hexdigest()[:16]
+    if RUNTIME == "docker":
+        import docker
+        from docker.errors import DockerException
+
+        try:
+            client = docker.from_env(timeout=30)
+            try:
+                return f"{TRAINER_IMAGE}@{client.images.get(TRAINER_IMAGE).id}"
+            finally:
+                client.close()
+        except (DockerException, OSError) as err:
+            log.warning(
+                "Cannot read the id of image %s (%s); the cache key uses its name", TRAINER_IMAGE, err
+            )
+    return TRAINER_IMAGE
 
 
 def _runtime_arguments() -> dict:
@@ -75,13 +124,15 @@ def _runtime_arguments() -> dict:
     max_active_runs=1,
     tags=["mlops", "example"],
     doc_md=__doc__,
+    user_defined_macros={"trainer_version": trainer_version},
     params={
         "search_space_a": search_space_param(
-            {"C": {"distribution": "float", "low": 0.001, "high": 10.0, "log": True}},
+            {"family": "A", "C": {"distribution": "float", "low": 0.001, "high": 10.0, "log": True}},
             title="Search space, family A (logistic regression)",
         ),
         "search_space_b": search_space_param(
             {
+                "family": "B",
                 "learning_rate": {"distribution": "float", "low": 0.03, "high": 0.3, "log": True},
                 "max_depth": [3, 5, 8],
                 "max_iter": {"distribution": "int", "low": 50, "high": 200},
@@ -101,6 +152,9 @@ def _runtime_arguments() -> dict:
         ),
         "metric": metric_param("val_auc"),
         "mode": mode_param("max"),
+        "min_success_ratio": min_success_ratio_param(0.5),
+        "cache": cache_param("readwrite"),
+        "cache_key": cache_key_param(CACHE_KEY),
         "rows_per_week": Param(4000, type="integer", minimum=200, maximum=1_000_000, title="Rows per week"),
         "min_delta": Param(
             0.0,
@@ -130,55 +184,33 @@ def mlops_training_pipeline():
 
         return build(data_interval_start, seed=params["seed"])
 
-    @task
-    def plan_trials(training_set: dict, params=None, run_id=None) -> list[dict]:
-        """One entry of ``expand_kwargs`` per trial: its env (the trial) and its resources."""
-        import json
-        import re
-
-        from mlops_example import example_home
-
-        from airflow_mlops_provider.sweeps.space import trials_from_grid, trials_from_random
-
-        trials = []
-        for family, key in (("A", "search_space_a"), ("B", "search_space_b")):
-            space = {**params[key], "family": family}
-            if params["strategy"] == "grid":
-                trials += trials_from_grid(space)
-            else:
-                trials += trials_from_random(space, params["n_trials"], params["seed"])
-        resources = {"memory": params["memory_per_trial"], "gpus": params["gpus_per_trial"]}
-        models = example_home() / "models" / re.sub(r"[^A-Za-z0-9_.-]", "_", run_id)
-        return [
-            {
-                "env": {
-                    "MLOPS_TRIAL": json.dumps(trial),
-                    "MLOPS_DATA": training_set["path"],
-                    "MLOPS_MODELS_DIR": str(models),
-                },
-                "resources": resources,
-            }
-            for trial in trials
-        ]
-
     training_set = build_training_set()
-    trials = plan_trials(training_set)
-    train = container_operator(RUNTIME).partial(task_id="train", **_runtime_arguments()).expand_kwargs(trials)
 
-    @task(trigger_rule="all_done")
-    def evaluate(results, params=None, ti=None) -> dict:
-        from mlops_example.training import evaluate_on_test_set
+    # The sweep: family A and B, from the form; one container per trial, each an MLflow run.
+    batches = plan_sweep(
+        search_space_params=["search_space_a", "search_space_b"],
+        resources={"memory": "{{ params.memory_per_trial }}"},
+    )
+    results = container_trials(
+        task_id="train",
+        batches=batches,
+        runtime=RUNTIME,
+        env={
+            "MLOPS_DATA": "{{ ti.xcom_pull(task_ids='build_training_set')['path'] }}",
+            "MLOPS_MODELS_DIR": EXAMPLE_HOME + "/models/{{ run_id | replace(':', '_') | replace('+', '_') }}",
+        },
+        **_runtime_arguments(),
+    )
+    sweep = select_best_trial(results, batches)
+    training_set >> batches
 
-        from airflow_mlops_provider.sweeps.select import select_best
+    @task
+    def evaluate(sweep: dict, ti=None) -> dict:
+        from mlops_example.training import evaluate_on_test_set, leaderboard_rows
 
-        records = [dict(r, status="success") for r in results if r]
-        sweep = select_best(records, metric=params["metric"], mode=params["mode"], min_success_ratio=0.5)
         training_set = ti.xcom_pull(task_ids="build_training_set")
-        evaluation = evaluate_on_test_set(records, training_set["path"], metric=params["metric"])
-        evaluation["leaderboard"] = [
-            {k: r.get(k) for k in ("rank", "trial_id", "params", "metrics", "gpus", "hostname")}
-            for r in sweep["leaderboard"]
-        ]
+        evaluation = evaluate_on_test_set(sweep, training_set["path"])
+        evaluation["leaderboard"] = leaderboard_rows(sweep)
         return evaluation
 
     @task
@@ -187,7 +219,7 @@ def mlops_training_pipeline():
 
         return log_winner_to_mlflow(evaluation)
 
-    evaluation = evaluate(train.output)
+    evaluation = evaluate(sweep)
     logged = log_model(evaluation)
 
     register = MlflowRegisterModelOperator(
@@ -225,22 +257,30 @@ def mlops_training_pipeline():
         return decision
 
     @task(trigger_rule="none_failed_min_one_success")
-    def summary(evaluation: dict, registered: dict, decision: dict) -> dict:
+    def summary(evaluation: dict, registered: dict, decision: dict, ti=None) -> dict:
         import json
 
         from mlops_example import example_home
 
+        from airflow_mlops_provider.sweeps.tasks import PLAN_KEY
+
+        tracking = (ti.xcom_pull(task_ids="plan_sweep", key=PLAN_KEY) or {}).get("tracking") or {}
+        winner = evaluation["winner"]
         result = {
             "trials": evaluation["trials"],
             "successful_trials": evaluation["successful"],
-            "best_trial": evaluation["winner"]["trial_id"],
-            "best_family": evaluation["winner"]["family"],
-            "best_params": evaluation["winner"]["params"],
-            "test_auc": evaluation["winner"]["test_auc"],
+            "cached_trials": evaluation["cached"],
+            "best_trial": winner["trial_id"],
+            "best_family": winner["family"],
+            "best_params": winner["hparams"],
+            "test_auc": winner["test_auc"],
             "registered_version": registered["version"],
             "promoted": bool(decision.get("promoted")),
             "decision": decision,
             "leaderboard": evaluation["leaderboard"],
+            "mlflow": {
+                key: tracking.get(key) for key in ("experiment_name", "experiment_id", "parent_run_id")
+            },
         }
         (example_home() / "summary.json").write_text(json.dumps(result, indent=2, default=str))
         return result

@@ -30,9 +30,13 @@ def test_example_dag_runs_on_docker_through_airflow_dags_test(airflow_db, base_i
     out = proc.stdout + proc.stderr
     assert "DockerContainerOperator" in out, out[-4000:]
     assert "KubernetesContainerOperator" not in out
-    trials = dict(re.findall(r"trial (\d): lr=\S+ loss=\S+ on (cpu|gpu)", out))
-    assert sorted(trials) == ["0", "1"], out[-4000:]
-    assert re.search(r"best trial 1 \(lr=0\.2\) loss=\S+ on (cpu|gpu)", out), out[-4000:]
-    assert "state=success" in out, out[-4000:]
+    lines = re.findall(r"trial ([0-9a-f]{16}): lr=(\S+) loss=\S+ on (cpu|gpu), /dev/shm (\d+) bytes", out)
+    trials = {tid: (float(lr), int(shm)) for tid, lr, _, shm in lines}
+    assert len(trials) == 4, out[-4000:]  # 2 learning rates x 2 per-trial sizes, one container each
     # /dev/shm was sized per trial (shm_size in each trial's resources).
-    assert "'shm_bytes': 134217728" in out, out[-4000:]
+    assert sorted(trials.values()) == [(0.05, 67108864), (0.05, 134217728), (0.2, 67108864), (0.2, 134217728)]
+    # select_best_trial ranked them by loss: the larger learning rate converges within 150 steps.
+    best = re.search(r"Best trial ([0-9a-f]{16}): loss=\S+ \(4 of 4 trials succeeded\)", out)
+    assert best, out[-4000:]
+    assert trials[best[1]][0] == 0.2, out[-4000:]
+    assert "state=success" in out, out[-4000:]

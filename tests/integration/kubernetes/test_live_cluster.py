@@ -35,7 +35,7 @@ def test_gpu_inventory_reads_the_cluster_nodes(kubeconfig):
 def test_example_dag_runs_on_kubernetes(kubeconfig, namespace, airflow_db, dags_folder):
     shutil.copy(DAG_FILE, dags_folder / DAG_FILE.name)
     gpus = int(os.environ.get("MLOPS_LIVE_GPUS", "0"))
-    conf = {"gpus": gpus, "namespace": namespace, "steps": 100}
+    conf = {"gpus_per_trial": gpus, "namespace": namespace, "steps": 100}
     if os.environ.get("MLOPS_EXAMPLE_IMAGE"):
         conf["image"] = os.environ["MLOPS_EXAMPLE_IMAGE"]
     proc = dags_test(
@@ -51,7 +51,8 @@ def test_example_dag_runs_on_kubernetes(kubeconfig, namespace, airflow_db, dags_
     )
     out = proc.stdout + proc.stderr
     assert "KubernetesContainerOperator" in out, out[-4000:]
-    assert re.search(r"best trial \d \(lr=\S+\) loss=\S+ on (cpu|gpu)", out), out[-4000:]
+    assert re.search(r"trial [0-9a-f]{16}: lr=\S+ loss=\S+ on (cpu|gpu)", out), out[-4000:]
+    assert re.search(r"Best trial [0-9a-f]{16}: loss=\S+ \(4 of 4 trials succeeded\)", out), out[-4000:]
     if gpus:
         assert "on gpu" in out, out[-4000:]
     assert "state=success" in out, out[-4000:]

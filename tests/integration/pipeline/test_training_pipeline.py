@@ -23,6 +23,7 @@ import pytest
 
 from tests.conftest import REPO_ROOT, dags_test, run_airflow
 from tests.support.airflow_services import airflow_services
+from tests.support.docker_events import created_containers
 from tests.support.mlflow_server import start_mlflow_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker, pytest.mark.slow]
@@ -97,25 +98,7 @@ def _trial_runs(client, parent_run_id=None):
 
 
 def _created_containers(since, until):
-    out = subprocess.run(
-        [
-            "docker",
-            "events",
-            "--since",
-            f"{since:.3f}",
-            "--until",
-            f"{until:.3f}",
-            "--filter",
-            "type=container",
-        ]
-        + ["--filter", "event=create", "--filter", f"label=airflow-mlops.dag_id={DAG_ID}"]
-        + ["--format", "{{.Actor.ID}}"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
-    return out.stdout.split()
+    return created_containers(since, until, **{"airflow-mlops.dag_id": DAG_ID})
 
 
 def _reported(output):

@@ -22,6 +22,7 @@ import pytest
 
 from tests.support.airflow_services import airflow_services as start_airflow
 from tests.support.airflow_services import serve_dags
+from tests.support.docker_events import created_containers
 from tests.support.mlflow_server import start_mlflow_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker, pytest.mark.slow]
@@ -139,31 +140,9 @@ def test_a_killed_trial_task_is_retried_into_the_same_mlflow_run(services):
 
 
 def _created(dag_id: str, run_id: str, since: float, until: float) -> list[str]:
-    out = subprocess.run(
-        [
-            "docker",
-            "events",
-            "--since",
-            f"{since:.3f}",
-            "--until",
-            f"{until:.3f}",
-            "--filter",
-            "type=container",
-            "--filter",
-            "event=create",
-            "--filter",
-            f"label=airflow-mlops.dag_id={dag_id}",
-            "--filter",
-            f"label=airflow-mlops.run_id={run_id}",
-            "--format",
-            "{{.Actor.ID}}",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
+    return created_containers(
+        since, until, **{"airflow-mlops.dag_id": dag_id, "airflow-mlops.run_id": run_id}
     )
-    return out.stdout.split()
 
 
 def _all_runs(server, dag_id: str, run_id: str) -> list[Any]:

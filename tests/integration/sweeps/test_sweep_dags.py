@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from airflow_mlops_provider.sweeps import trials_from_grid, trials_from_random
@@ -48,7 +50,11 @@ def test_grid_of_mixed_types_with_log_range_and_failing_trials(run_sweep):
     assert losses == sorted(losses)
     assert [r["status"] for r in board[12:]] == ["failed"] * 12
     assert all(r["error"].startswith("RuntimeError: injected failure") for r in board[12:])
-    assert "Trials done: " in run.output
+    # progress a person can follow: per trial, the batch's counts, the best so far, the time left
+    assert re.search(
+        r"Progress: batch \d/5: \d/\d trials done \(\d failed, 0 cached\); best so far loss=", run.output
+    )
+    assert "left in this batch" in run.output
 
 
 def test_too_many_failing_trials_fail_the_sweep_clearly(run_sweep):

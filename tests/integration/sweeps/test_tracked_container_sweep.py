@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from tests.conftest import dags_test
+from tests.support.docker_events import created_containers
 from tests.support.mlflow_server import start_mlflow_server
 
 if TYPE_CHECKING:
@@ -52,29 +53,7 @@ def _containers() -> list[str]:
 
 
 def _created_containers(since: float, until: float) -> list[str]:
-    out = subprocess.run(
-        [
-            "docker",
-            "events",
-            "--since",
-            f"{since:.3f}",
-            "--until",
-            f"{until:.3f}",
-            "--filter",
-            "type=container",
-            "--filter",
-            "event=create",
-            "--filter",
-            f"label=airflow-mlops.dag_id={DAG_ID}",
-            "--format",
-            "{{.Actor.ID}}",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
-    return out.stdout.split()
+    return created_containers(since, until, **{"airflow-mlops.dag_id": DAG_ID})
 
 
 def _run(server: MlflowServer, tmp_path: Path, conf: dict[str, Any] | None = None) -> tuple[dict, str]:

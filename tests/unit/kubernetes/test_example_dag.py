@@ -1,8 +1,8 @@
 """The example DAG dags/mlops_gpu_container.py, parsed with runtime=kubernetes, renders valid pods.
 
 The same file runs on Docker in tests/integration/container. Here a real DAG run (``dag.test()``)
-runs the upstream ``trials`` task for real, expands the mapped trial over its XCom and renders
-every pod through KubernetesPodOperator's pod builder; only the cluster calls are left out.
+runs ``plan_sweep`` for real, expands the mapped container trials over its batches and renders
+every trial's pod through KubernetesPodOperator's pod builder; only the cluster calls are left out.
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ def k8s_run(airflow_db, kube_env):
         dag = _load_dag(DAG_FILE)
         try:
             dag_run = dag.test(
-                run_conf={"gpus": 1, "namespace": "ml-train"}, mark_success_pattern="select_best"
+                run_conf={"gpus_per_trial": 1, "namespace": "ml-train"},
+                mark_success_pattern="select_best_trial",
             )
         finally:
             copy.unlink()  # other tests parse the shared DAGs folder
@@ -53,35 +54,47 @@ def k8s_run(airflow_db, kube_env):
 def test_example_dag_uses_the_kubernetes_operator(k8s_run):
     dag, dag_run, rec = k8s_run
     assert type(dag.task_dict["trial"]).__name__ == "MappedOperator"
-    assert dag.task_dict["trial"].operator_class.__name__ == "KubernetesContainerOperator"
+    assert dag.task_dict["trial"].operator_class.__name__ == "ContainerTrialOperator"
+    assert dag.task_dict["trial"].partial_kwargs["runtime"] == "kubernetes"
     assert dag_run.state == "success", rec.errors
 
 
 def test_example_dag_renders_a_valid_pod_per_trial(k8s_run):
+    import json
+
     from kubernetes.client import ApiClient
 
     _, _, rec = k8s_run
-    assert sorted(rec.pods) == [("trial", 0), ("trial", 1)]
-    limits = []
-    for map_index in (0, 1):
+    assert sorted(rec.pods) == [("trial", i) for i in range(4)]  # 2 learning rates x 2 sizes
+    seen = []
+    for map_index in range(4):
         pod = rec.pod("trial", map_index)
         base = pod.spec.containers[0]
+        env = {e.name: e.value for e in base.env}
+        trial = json.loads(env["MLOPS_TRIAL"])
         assert base.name == "base"
         assert base.image == "mlops-base:bookworm"
         assert base.args[:2] == ["python3", "-c"]
-        assert "/airflow/xcom" in base.args[2]
-        assert {e.name: e.value for e in base.env}["TRIAL"] == str(map_index)
+        assert "MLOPS_TRIAL" in base.args[2]
+        assert env["MLOPS_TRIAL_ID"] == trial["trial_id"]
+        assert env["LR"] == str(trial["hparams"]["lr"])  # {{ trial.hparams.lr }}, rendered per trial
         assert pod.metadata.namespace == "ml-train"
         assert pod.metadata.labels["map_index"] == str(map_index)
         assert base.image_pull_policy == "IfNotPresent"
-        assert base.resources.limits["nvidia.com/gpu"] == "1"  # gpus=1 from the run's conf
+        assert base.resources.limits["nvidia.com/gpu"] == "1"  # gpus_per_trial=1 from the run's conf
         assert [t.key for t in pod.spec.tolerations] == ["nvidia.com/gpu"]
         shm = [v for v in pod.spec.volumes if v.name == "mlops-dshm"]
         assert shm[0].empty_dir.medium == "Memory"
         assert pod.spec.containers[1].name == "airflow-xcom-sidecar"
-        limits.append((base.resources.limits["memory"], shm[0].empty_dir.size_limit))
+        seen.append((trial["hparams"]["lr"], base.resources.limits["memory"], shm[0].empty_dir.size_limit))
         # What the API server would receive: camelCase JSON that deserialises back to the same pod.
         body = ApiClient().sanitize_for_serialization(pod)
         assert body["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
         assert body["spec"]["restartPolicy"] == "Never"
-    assert limits == [("256Mi", "64Mi"), ("512Mi", "128Mi")]  # differ per map index
+    # Every learning rate with both per-trial sizes from the search space's resources entry.
+    assert sorted(seen) == [
+        (0.05, "256Mi", "64Mi"),
+        (0.05, "512Mi", "128Mi"),
+        (0.2, "256Mi", "64Mi"),
+        (0.2, "512Mi", "128Mi"),
+    ]

@@ -158,8 +158,7 @@ def test_cache_params_reject_bad_values():
     for key, value in (("cache", "sometimes"), ("cache_key", "")):
         params = ParamsDict(sweep_params(search_space=SPACE))
         with pytest.raises(ParamValidationError, match=key):
-            params[key] = value
-            params.validate()
+            params[key] = value  # a ParamsDict validates on assignment
     with pytest.raises(ValueError, match="cache must be one of"):
         sweep_params(search_space=SPACE, cache="sometimes")
     with pytest.raises(ValueError, match="cache_key must be None or a non-empty string, got ''"):

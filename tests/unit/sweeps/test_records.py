@@ -52,7 +52,8 @@ def test_python_trials_fail_one_by_one_with_their_reason():
     assert records[0]["metrics"] == {"loss": 1}
     assert records[0]["outputs"] == {"id": trials[0]["trial_id"]}
     assert records[1]["error"] == "RuntimeError: boom"
-    assert records[1]["failure"] == "trial" and records[1]["tail"][-1] == "RuntimeError: boom"
+    assert records[1]["failure"] == "trial"
+    assert records[1]["tail"][-1] == "RuntimeError: boom"
     assert "returned 'loss' = 'bad'" in records[2]["error"]
     assert all(r["cached"] is False and r["mlflow_run_id"] is None for r in records)
 
@@ -76,13 +77,25 @@ def test_progress_lines_count_failures_best_and_time_left(caplog):
 
     ref = {"index": 1, "n_batches": 3, "total": 9, "metric": "loss", "mode": "min"}
     with caplog.at_level(logging.INFO, logger="test"):
-        run_batch(python_trial_runner(train), trials=trials_from_grid({"x": [1, 2, 3]}), context=None, log=log, ref=ref)
+        run_batch(
+            python_trial_runner(train),
+            trials=trials_from_grid({"x": [1, 2, 3]}),
+            context=None,
+            log=log,
+            ref=ref,
+        )
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Progress:")]
     assert len(lines) == 3
-    assert lines[0].startswith("Progress: batch 2/3: 1/3 trials done (0 failed, 0 cached); best so far loss=9")
+    assert lines[0].startswith(
+        "Progress: batch 2/3: 1/3 trials done (0 failed, 0 cached); best so far loss=9"
+    )
     assert "left in this batch" in lines[0]
-    assert lines[1].startswith("Progress: batch 2/3: 2/3 trials done (1 failed, 0 cached); best so far loss=9")
-    assert lines[2].startswith("Progress: batch 2/3: 3/3 trials done (1 failed, 0 cached); best so far loss=7")
+    assert lines[1].startswith(
+        "Progress: batch 2/3: 2/3 trials done (1 failed, 0 cached); best so far loss=9"
+    )
+    assert lines[2].startswith(
+        "Progress: batch 2/3: 3/3 trials done (1 failed, 0 cached); best so far loss=7"
+    )
     assert "batch finished in" in lines[2]
 
 
@@ -93,4 +106,9 @@ def test_a_trial_parameter_named_like_an_extra_argument_is_a_configuration_error
         return {"loss": 1}
 
     with pytest.raises(AirflowFailException, match="trial parameter 'trial_id' clashes"):
-        run_batch(python_trial_runner(train), trials=[{"trial_id": "t", "hparams": {"trial_id": 1}}], context=None, log=log)
+        run_batch(
+            python_trial_runner(train),
+            trials=[{"trial_id": "t", "hparams": {"trial_id": 1}}],
+            context=None,
+            log=log,
+        )

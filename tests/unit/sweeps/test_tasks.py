@@ -47,9 +47,12 @@ def test_trial_task_keeps_the_function_name_and_runs_inline_batches():
     one = train.function(**trials[0])
     assert len(one) == 1
     seconds = one[0].pop("seconds")
-    assert isinstance(seconds, float) and seconds >= 0
+    assert isinstance(seconds, float)
+    assert seconds >= 0
     # untracked (no plan_sweep reference): not cached, no MLflow run
-    assert one == [{**trials[0], "status": "success", "metrics": {"loss": 1}, "cached": False, "mlflow_run_id": None}]
+    assert one == [
+        {**trials[0], "status": "success", "metrics": {"loss": 1}, "cached": False, "mlflow_run_id": None}
+    ]
 
 
 def test_importing_sweeps_and_params_stays_light():
