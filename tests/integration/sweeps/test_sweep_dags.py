@@ -104,8 +104,8 @@ SPACE_FOR_BAD_INPUT = {"x": [1, 2]}
         ({"metric": "accuracy"}, "metric 'accuracy' is missing from the results of 18 trial(s)"),
         ({"cache_key": "{{ '' }}"}, "cache_key rendered empty from \"{{ '' }}\""),
         (
-            {"strategy": "random", "n_trials": 100},
-            "n=100 is more than the 18 distinct points of search_space",
+            {"search_space": {"x": [1, 2, 3]}, "strategy": "random", "n_trials": 5},
+            "n=5 is more than the 3 distinct points of search_space",
         ),
         (
             {"search_space": {**SPACE_FOR_BAD_INPUT, "resources": [{"gpus": 1}, {"memory": "lots"}]}},
