@@ -47,7 +47,7 @@ test-matrix: | $(UV)
 	UV=$(UV) PYTHON=$(PYTHON) bash scripts/ci/matrix.sh $(MATRIX_ENVS)
 
 benchmarks: env
-	for b in benchmarks/*.py; do echo "== $$b"; $(VENV)/bin/python $$b || exit 1; done
+	for b in $$(ls benchmarks/*.py | grep -v "/_"); do echo "== $$b"; $(VENV)/bin/python $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache .demo build/matrix

@@ -173,25 +173,27 @@ def containers_created(dag_id: str, since: float, until: float) -> int:
     return len(out.stdout.split())
 
 
-def mlflow_first_call_seconds() -> tuple[float, list[str]]:
+def mlflow_one_off_seconds() -> tuple[float, float, list[str]]:
     """
-    Seconds the first MLflow REST call of a fresh process spends importing its header providers, and which plugins.
+    Return the one-off costs of MLflow in a fresh task-like process: ``import mlflow``, the header plugins, their names.
 
-    ``mlflow.utils.rest_utils.http_request`` imports ``mlflow.tracking.request_header.registry``
-    on the first call, which loads every ``mlflow.request_header_provider`` entry point of the
-    environment (``feast`` registers one, and importing feast is slow). Every task process that
-    talks to MLflow pays it once; ``airflow dags test`` runs all tasks in one process.
+    A process that has imported ``airflow.sdk`` (as a task process has) times ``import mlflow``,
+    then the import that ``mlflow.utils.rest_utils.http_request`` makes on the first REST call:
+    ``mlflow.tracking.request_header.registry``, which loads every ``mlflow.request_header_provider``
+    entry point of the environment (``feast`` registers one; importing feast is slow). Every task
+    process that talks to MLflow pays both once; ``airflow dags test`` runs all tasks in one process.
     """
     code = (
-        "import sys, time; import mlflow; t = time.perf_counter(); "
-        "import mlflow.tracking.request_header.registry as r; print(time.perf_counter() - t); "
-        "print(' '.join(type(p).__module__.split('.')[0] for p in r._request_header_provider_registry))"
+        "import time, importlib.metadata as md; import airflow.sdk; t = time.perf_counter(); import mlflow; "
+        "print(time.perf_counter() - t); t = time.perf_counter(); import mlflow.tracking.request_header.registry; "
+        "print(time.perf_counter() - t); "
+        "print(' '.join(e.name for e in md.entry_points(group='mlflow.request_header_provider')))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
     )
-    seconds, plugins = out.stdout.strip().splitlines()
-    return float(seconds), sorted(set(plugins.split()) - {"mlflow"})
+    import_s, plugins_s, *names = out.stdout.strip().splitlines() + [""]
+    return float(import_s), float(plugins_s), sorted(names[0].split())
 
 
 def ratio(a: float, b: float) -> str:

@@ -16,7 +16,7 @@ Prints the trial phase of each (from the first mapped trial task's start to the 
 read from the metadata DB's ``task_instance`` table), the overhead per container over its sleep,
 and the ratios to stock (goal <= 1.05). Asserts nothing about speed.
 
-Usage: ``.venv/bin/python benchmarks/container_sweep.py [--trials 6] [--sleep 1] [--batched-tasks 2] [--runs 2]``
+Usage: ``.venv/bin/python benchmarks/container_sweep.py [--trials 6] [--sleep 1] [--batched-tasks 2] [--runs 3]``
 Needs a Docker engine and the image ``mlops-base:bookworm`` (scripts/ci/build_base_image.sh).
 """
 
@@ -106,7 +106,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=6)
     parser.add_argument("--sleep", type=float, default=1.0, help="seconds each container sleeps")
     parser.add_argument("--batched-tasks", type=int, default=2, help="mapped tasks of the batched case")
-    parser.add_argument("--runs", type=int, default=2, help="runs of each variant (the median is shown)")
+    parser.add_argument("--runs", type=int, default=3, help="runs of each variant (the median is shown)")
     args = parser.parse_args()
     if min(args.trials, args.batched_tasks, args.runs) < 1:
         parser.error(f"--trials, --batched-tasks and --runs must be >= 1, got {vars(args)!r}")
