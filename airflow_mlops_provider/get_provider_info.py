@@ -118,6 +118,11 @@ def get_provider_info() -> dict[str, Any]:
                 "tags": ["software"],
             },
             {
+                "integration-name": "Parameter sweeps",
+                "external-doc-url": "https://airflow.apache.org/docs/apache-airflow/stable/authoring-and-scheduling/dynamic-task-mapping.html",
+                "tags": ["software"],
+            },
+            {
                 "integration-name": "Feast",
                 "external-doc-url": "https://docs.feast.dev/",
                 "tags": ["software"],
@@ -143,6 +148,10 @@ def get_provider_info() -> dict[str, Any]:
                 ],
             },
             {"integration-name": "Feast", "python-modules": ["airflow_mlops_provider.operators.feast"]},
+            {
+                "integration-name": "Parameter sweeps",
+                "python-modules": ["airflow_mlops_provider.sweeps.container"],
+            },
         ],
         "hooks": [
             {"integration-name": "Kubernetes", "python-modules": ["airflow_mlops_provider.hooks.kubernetes"]},
