@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Param
 
+from airflow_mlops_provider.sweeps.adaptive import ADAPTIVE_STRATEGIES
 from airflow_mlops_provider.sweeps.plan import CACHE_MODES, STRATEGIES
 from airflow_mlops_provider.sweeps.schema import SEARCH_SPACE_SCHEMA
 from airflow_mlops_provider.sweeps.select import MODES
@@ -34,11 +35,13 @@ __all__ = [
     "min_success_ratio_param",
     "mode_param",
     "n_trials_param",
+    "rounds_param",
     "runtime_param",
     "search_space_param",
     "seed_param",
     "strategy_param",
     "sweep_params",
+    "trials_per_round_param",
 ]
 
 #: Where trials may run.
@@ -147,10 +150,59 @@ def runtime_param(default: str = "local", *, allowed: Sequence[str] = RUNTIMES) 
     return _enum_param("runtime", default, allowed, "Runtime", "Where each trial runs.")
 
 
-def strategy_param(default: str = "random") -> Param:
-    """Return a Param choosing ``grid`` (every combination) or ``random`` (``n_trials`` draws)."""
+def strategy_param(default: str = "random", *, adaptive: bool = False) -> Param:
+    """
+    Return a Param choosing how trials are drawn.
+
+    :param default: The default strategy.
+    :param adaptive: Offer the samplers of an adaptive sweep (``tpe``, ``cmaes``, ``qmc``,
+        ``random``) instead of ``grid`` and ``random``.
+    """
+    if adaptive:
+        return _enum_param(
+            "strategy",
+            default,
+            ADAPTIVE_STRATEGIES,
+            "Strategy",
+            "tpe: Optuna's TPE learns from each round; cmaes: CMA-ES (int/float ranges); qmc: "
+            "quasi-random cover of the space; random: uniform draws.",
+        )
     return _enum_param(
         "strategy", default, STRATEGIES, "Strategy", "grid: every combination; random: n_trials draws."
+    )
+
+
+def rounds_param(default: int, *, maximum: int | None = None) -> Param:
+    """
+    Return a Param for the rounds of an adaptive sweep (1 to ``maximum``, the rounds the DAG builds).
+
+    :param default: Default rounds.
+    :param maximum: Most rounds the form accepts (default ``default``).
+    """
+    return _int_param(
+        "rounds",
+        default,
+        1,
+        default if maximum is None else maximum,
+        "Rounds",
+        "Rounds of the adaptive sweep; the sampler learns from each round before the next.",
+    )
+
+
+def trials_per_round_param(default: int, *, maximum: int | None = None) -> Param:
+    """
+    Return a Param for the trials of each round (1 to ``maximum``, the most the DAG builds).
+
+    :param default: Default trials per round.
+    :param maximum: Most trials per round the form accepts (default ``default``).
+    """
+    return _int_param(
+        "trials_per_round",
+        default,
+        1,
+        default if maximum is None else maximum,
+        "Trials per round",
+        "Trials asked of the sampler for each round (they run in parallel).",
     )
 
 
@@ -236,6 +288,8 @@ def sweep_params(
     max_parallel_tasks: int | None = None,
     cache: str = "readwrite",
     cache_key: str | None = None,
+    rounds: int | None = None,
+    trials_per_round: int | None = None,
 ) -> dict[str, Param]:
     """
     Return the DAG params of a sweep, keyed by the names ``plan_sweep``/``select_best_trial`` read.
@@ -255,10 +309,26 @@ def sweep_params(
     :param cache: Default trial cache mode (``off``, ``read``, ``readwrite``); the form can turn
         it off for one run.
     :param cache_key: Default cache key (None: ``plan_sweep``'s ``{{ run_id }}``).
+    :param rounds: For an adaptive sweep (``adaptive_sweep``): its rounds, the most the form
+        accepts; also offers the samplers as ``strategy`` (``tpe``...).
+    :param trials_per_round: For an adaptive sweep: its trials per round, the most the form accepts.
     """
+    adaptive = rounds is not None or trials_per_round is not None
+    if adaptive and (rounds is None or trials_per_round is None):
+        raise ValueError(
+            f"an adaptive sweep's params need both rounds and trials_per_round, got rounds={rounds!r}, "
+            f"trials_per_round={trials_per_round!r}"
+        )
+    staged = {}
+    if rounds is not None and trials_per_round is not None:
+        staged = {
+            "rounds": rounds_param(rounds),
+            "trials_per_round": trials_per_round_param(trials_per_round),
+        }
     return {
         "search_space": search_space_param(search_space),
-        "strategy": strategy_param(strategy),
+        "strategy": strategy_param(strategy, adaptive=adaptive),
+        **staged,
         "n_trials": n_trials_param(n_trials, maximum=max_trials),
         "seed": seed_param(seed),
         "runtime": runtime_param(runtime),

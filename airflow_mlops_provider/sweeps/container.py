@@ -19,6 +19,8 @@ progress). What a trial's container gets:
 - ``$MLOPS_TRIAL``: the trial as JSON (``{"trial_id", "hparams", "resources"?}``) and
   ``$MLOPS_TRIAL_ID``; with tracking also ``$MLFLOW_RUN_ID``, ``$MLFLOW_TRACKING_URI`` and
   ``$MLFLOW_EXPERIMENT_ID`` (its child run; the container needs no MLflow client, but may log to it);
+- in a halving sweep, ``$MLOPS_BUDGET``: its rung's budget (also ``trial.budget``, ``trial.rung``;
+  an adaptive sweep's trial has ``trial.round``);
 - ``{{ trial }}`` in ``image``, ``command``, ``env`` and the runtime's templated arguments,
   e.g. ``"{{ trial.hparams.lr }}"`` (besides the whole task context);
 - the trial's ``resources`` (from the search space's ``resources`` key or ``gpus_per_trial``),
@@ -56,6 +58,7 @@ from airflow_mlops_provider.operators._common import (
 )
 from airflow_mlops_provider.operators.container import container_operator, resolve_runtime
 from airflow_mlops_provider.sweeps.container_args import (
+    BUDGET_ENV,
     DOCKER_TRIAL_LABEL,
     KUBERNETES_TRIAL_LABEL,
     RUNTIME_KWARGS,
@@ -272,6 +275,8 @@ class ContainerTrialOperator(ResourcesPartialMixin, BaseOperator):
         except ValueError as err:
             raise AirflowFailException(f"Invalid env after rendering: {err}") from err
         ours = {TRIAL_ENV: json.dumps(dict(trial), sort_keys=True), TRIAL_ID_ENV: tid, **extra_env}
+        if trial.get("budget") is not None:
+            ours[BUDGET_ENV] = str(trial["budget"])
         overridden = sorted(set(env) & set(ours))
         if overridden:
             self.log.info("Trial %s: tracking sets %s over the values given in env", tid, overridden)

@@ -28,6 +28,7 @@ __all__ = [
     "DOCKER_TRIAL_LABEL",
     "KUBERNETES_TRIAL_LABEL",
     "RUNTIME_KWARGS",
+    "BUDGET_ENV",
     "TRIAL_ENV",
     "TRIAL_ID_ENV",
     "check_arguments",
@@ -39,6 +40,8 @@ __all__ = [
 #: The variables a trial's container receives: the trial as JSON, and its id.
 TRIAL_ENV = "MLOPS_TRIAL"
 TRIAL_ID_ENV = "MLOPS_TRIAL_ID"
+#: Successive halving's budget of the trial's rung (epochs, steps, rows: the trial's meaning).
+BUDGET_ENV = "MLOPS_BUDGET"
 #: The dict of runtime-specific arguments each runtime reads.
 RUNTIME_KWARGS = {"docker": "docker_kwargs", "kubernetes": "kubernetes_kwargs", "local": "local_kwargs"}
 #: The label that tells a trial's container (Docker) or pod (Kubernetes) apart from its batch's others.
@@ -134,7 +137,7 @@ def check_trials(trials: Any) -> list[dict[str, Any]]:
 
 def check_reserved_env(env: Mapping[str, Any]) -> None:
     """Raise ``ValueError`` when ``env`` sets a variable each trial's container gets from the trial."""
-    reserved = sorted({TRIAL_ENV, TRIAL_ID_ENV} & set(env))
+    reserved = sorted({TRIAL_ENV, TRIAL_ID_ENV, BUDGET_ENV} & set(env))
     if reserved:
         raise ValueError(f"env must not set {reserved}: each trial's container gets them, got env={env!r}")
 

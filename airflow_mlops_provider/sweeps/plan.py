@@ -7,15 +7,28 @@ or containers). Trials whose result MLflow already holds for the same ``trial_id
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
-from airflow_mlops_provider.operators._common import task_identity
-from airflow_mlops_provider.sweeps.batching import batch_trials, live_max_map_length
+from airflow_mlops_provider.sweeps.batching import batch_trials
+from airflow_mlops_provider.sweeps.planning import (
+    BATCH_KEY_PREFIX,
+    CACHE_MODES,
+    DEFAULT_CACHE_KEY,
+    PLAN_KEY,
+    TRACKING_MODES,
+    TRIALS_KEY,
+    choice_of,
+    dag_params,
+    pick,
+    publish_plan,
+    rendered_cache_key,
+    sweep_spaces,
+    tracking_config,
+)
 from airflow_mlops_provider.sweeps.select import MODES
 from airflow_mlops_provider.sweeps.space import trials_from_grid, trials_from_random
 
@@ -32,39 +45,13 @@ __all__ = [
     "TRIALS_KEY",
     "plan_sweep",
     "plan_trials",
+    "publish_plan",
 ]
 
 log = logging.getLogger(__name__)
 
-#: XCom key prefix of the batches ``plan_sweep`` stores, key of the full trial list, key of the plan.
-BATCH_KEY_PREFIX = "sweep_batch_"
-TRIALS_KEY = "sweep_trials"
-PLAN_KEY = "sweep_plan"
 #: How ``plan_sweep`` turns a space into trials.
 STRATEGIES = ("grid", "random")
-#: ``tracking=``: fail the task when MLflow is down (retried), go on without it, or no tracking.
-TRACKING_MODES = ("required", "best_effort", "off")
-#: ``cache=``: no cache, reuse cached results only, reuse and record them.
-CACHE_MODES = ("off", "read", "readwrite")
-#: The cache key when neither the argument nor the ``cache_key`` DAG param gives one: a rerun
-#: of the same DAG run reuses its trials; another run (new data) runs them again.
-DEFAULT_CACHE_KEY = "{{ run_id }}"
-
-
-def dag_params() -> Mapping[str, Any]:
-    """Return the running task's DAG params ({} outside a task)."""
-    try:
-        return get_current_context().get("params") or {}
-    except RuntimeError:  # called outside a running task (a unit test)
-        return {}
-
-
-def pick(value: Any, params: Mapping[str, Any], key: str, default: Any = None) -> Any:
-    """Return ``value``, else the DAG param ``key``, else ``default``."""
-    if value is not None:
-        return value
-    found = params.get(key)
-    return default if found is None else found
 
 
 def _trials_of_space(space: Any, strategy: str, n_trials: int | None, seed: int | None, base: dict[str, Any]):
@@ -138,77 +125,6 @@ def plan_trials(
     return batch_trials(trials, max_parallel_tasks=max_parallel_tasks)
 
 
-def _spaces(search_space: Any, search_space_params: Sequence[str] | None, params: Mapping[str, Any]) -> Any:
-    if search_space_params:
-        if isinstance(search_space_params, str):
-            search_space_params = [search_space_params]
-        missing = [name for name in search_space_params if params.get(name) is None]
-        if missing:
-            raise AirflowFailException(
-                f"search_space_params names DAG params that are not set: {missing!r} (params: {sorted(params)})"
-            )
-        return [params[name] for name in search_space_params]
-    space = pick(search_space, params, "search_space")
-    if space is None:
-        raise AirflowFailException("search_space must be given or set as a DAG param, got None")
-    return space
-
-
-def _choice(name: str, value: Any, allowed: Sequence[str]) -> str:
-    if value not in allowed:
-        raise AirflowFailException(f"{name} must be one of {list(allowed)}, got {value!r}")
-    return value
-
-
-def _rendered_cache_key(value: Any, context: Any) -> str:
-    """Render the cache key (a DAG param or the default may hold a template) and refuse an empty one."""
-    text = value
-    if isinstance(value, str) and "{{" in value:
-        text = context["task"].render_template(value, context)
-    if text is None or not str(text).strip():
-        raise AirflowFailException(
-            f"cache_key rendered empty from {value!r}; give a non-empty key, e.g. the data version "
-            "'{{ data_interval_start }}' plus the image digest, or cache='off'"
-        )
-    return str(text)
-
-
-def _tracking_config(
-    *,
-    mlflow_conn_id: str | None,
-    tracking: str,
-    experiment_name: str | None,
-    cache: str,
-    cache_key: str,
-    cache_failures: bool,
-    metric: str | None,
-    context: Any,
-    params_to_log: Mapping[str, Any],
-) -> Any:
-    """Start (or find again) the sweep's MLflow run; return its ``TrackingConfig``, or None when tracking is off."""
-    if mlflow_conn_id is None or tracking == "off":
-        return None
-    from airflow_mlops_provider.sweeps.tracking import SweepTracker, TrackingConfig
-
-    ti = context["ti"]
-    name = experiment_name if experiment_name is not None else ti.dag_id
-    config = TrackingConfig(
-        mlflow_conn_id=mlflow_conn_id,
-        experiment_name=name,
-        tracking=tracking,
-        cache=cache,
-        cache_key=None if cache == "off" else hashlib.sha256(cache_key.encode()).hexdigest()[:32],
-        cache_key_text=cache_key[:250],
-        cache_failures=bool(cache_failures),
-        metric=metric,
-    )
-    tracker = SweepTracker(config, log=log)
-    started = tracker.start_sweep(task_identity(context), dict(params_to_log))
-    if started is None or not tracker.enabled:
-        return None
-    return tracker, started
-
-
 @task
 def plan_sweep(
     search_space: Mapping[str, Any] | str | None = None,
@@ -271,12 +187,12 @@ def plan_sweep(
     """
     context = get_current_context()
     params = dag_params()
-    space = _spaces(search_space, search_space_params, params)
+    space = sweep_spaces(search_space, search_space_params, params)
     metric = pick(metric, params, "metric")
-    mode = _choice("mode", pick(mode, params, "mode", "min"), MODES)
-    tracking = _choice("tracking", tracking, TRACKING_MODES)
-    cache = _choice("cache", pick(cache, params, "cache", "readwrite"), CACHE_MODES)
-    key = _rendered_cache_key(pick(cache_key, params, "cache_key", DEFAULT_CACHE_KEY), context)
+    mode = choice_of("mode", pick(mode, params, "mode", "min"), MODES)
+    tracking = choice_of("tracking", tracking, TRACKING_MODES)
+    cache = choice_of("cache", pick(cache, params, "cache", "readwrite"), CACHE_MODES)
+    key = rendered_cache_key(pick(cache_key, params, "cache_key", DEFAULT_CACHE_KEY), context)
     strategy = pick(strategy, params, "strategy")
     n_trials = pick(n_trials, params, "n_trials")
     seed = pick(seed, params, "seed")
@@ -296,7 +212,7 @@ def plan_sweep(
         isinstance(max_parallel, bool) or not isinstance(max_parallel, int) or max_parallel < 1
     ):
         raise AirflowFailException(f"max_parallel_tasks must be an integer >= 1, got {max_parallel!r}")
-    started = _tracking_config(
+    started = tracking_config(
         mlflow_conn_id=mlflow_conn_id,
         tracking=tracking,
         experiment_name=experiment_name,
@@ -323,52 +239,12 @@ def plan_sweep(
         config_dict = config.as_dict()
         if cache != "off" and metric:
             cached = tracker.cached_results(trials)
-    to_run = [t for t in trials if t["trial_id"] not in cached]
-    batches = batch_trials(to_run, max_parallel_tasks=max_parallel) if to_run else []
-    ti = context["ti"]
-    refs: list[dict[str, Any]] = []
-    for index, batch in enumerate(batches):
-        xcom_key = f"{BATCH_KEY_PREFIX}{index}"
-        ti.xcom_push(key=xcom_key, value=batch["trials"])
-        ref = {
-            "task_id": ti.task_id,
-            "map_index": ti.map_index,
-            "key": xcom_key,
-            "size": len(batch["trials"]),
-            "index": index,
-            "n_batches": len(batches),
-            "total": len(trials),
-            "metric": metric,
-            "mode": mode,
-            "tracking": config_dict,
-        }
-        refs.append({"batch": ref})
-    ti.xcom_push(key=TRIALS_KEY, value=trials)
-    cached_records = [cached[t["trial_id"]] for t in trials if t["trial_id"] in cached]
-    ti.xcom_push(
-        key=PLAN_KEY,
-        value={
-            "trials": trials,
-            "cached": cached_records,
-            "tracking": config_dict,
-            "metric": metric,
-            "mode": mode,
-        },
+    return publish_plan(
+        context,
+        trials,
+        cached,
+        tracking=config_dict,
+        metric=metric,
+        mode=mode,
+        max_parallel_tasks=max_parallel,
     )
-    log.info(
-        "Planned %d trials: %d cached (%d of them failed before), %d to run in %d batches (max_map_length=%d)",
-        len(trials),
-        len(cached_records),
-        sum(1 for r in cached_records if r.get("status") != "success"),
-        len(to_run),
-        len(refs),
-        live_max_map_length(),
-    )
-    for record in cached_records:
-        log.info(
-            "Trial %s cached: %s from MLflow run %s",
-            record.get("trial_id"),
-            record.get("metrics") if record.get("status") == "success" else f"failed: {record.get('error')}",
-            record.get("mlflow_run_id"),
-        )
-    return refs

@@ -23,7 +23,7 @@ __all__ = ["OUTPUTS_KEY", "TRIAL_KEYS", "TrialFailure", "TrialResultError", "fai
 #: The reserved result key for non-metric outputs.
 OUTPUTS_KEY = "outputs"
 #: The keys of a planned trial that a record keeps.
-TRIAL_KEYS = ("trial_id", "hparams", "resources")
+TRIAL_KEYS = ("trial_id", "hparams", "resources", "round", "rung", "budget")
 
 
 class TrialResultError(ValueError):

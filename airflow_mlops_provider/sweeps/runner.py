@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 __all__ = ["python_trial_runner", "run_batch", "trials_of"]
 
 #: Arguments a Python trial function receives when its signature names them.
-EXTRA_ARGS = ("trial_id", "resources", "mlflow_run_id")
+EXTRA_ARGS = ("trial_id", "resources", "mlflow_run_id", "budget")
 #: Seconds between two queries of the whole sweep's progress (one MLflow search each).
 SWEEP_PROGRESS_EVERY = 10.0
 
@@ -61,8 +61,9 @@ def python_trial_runner(fn: Callable[..., Any]) -> Callable[[Mapping[str, Any], 
     """
     Return a ``run_one`` that calls ``fn(**hparams)``; an exception becomes a :class:`TrialFailure`.
 
-    ``fn`` also receives ``trial_id``, ``resources`` and ``mlflow_run_id`` (the trial's MLflow
-    run, None without tracking) when its signature names them.
+    ``fn`` also receives ``trial_id``, ``resources``, ``mlflow_run_id`` (the trial's MLflow
+    run, None without tracking) and ``budget`` (successive halving's rung budget, else None)
+    when its signature names them.
     """
     wanted = [name for name in EXTRA_ARGS if _accepts(fn, name)]
 
@@ -115,6 +116,9 @@ class _Progress:
     def line(self, sweep: Mapping[str, Any] | None) -> str:
         index, n_batches = self.ref.get("index"), self.ref.get("n_batches")
         where = f"batch {int(index) + 1}/{n_batches}: " if index is not None and n_batches else ""
+        for stage in ("round", "rung"):
+            if self.ref.get(stage) is not None and self.ref.get(f"n_{stage}s"):
+                where = f"{stage} {int(self.ref[stage]) + 1}/{self.ref[f'n_{stage}s']}, {where}"
         text = f"{where}{self.done}/{self.size} trials done ({self.failed} failed, {self.cached} cached)"
         if sweep:
             text += f"; sweep: {sweep['done']}/{self.ref.get('total', '?')} done ({sweep['failed']} failed)"

@@ -49,6 +49,7 @@ __all__ = [
     "STRATEGIES",
     "TRIALS_KEY",
     "plan_sweep",
+    "current_records",
     "plan_trials",
     "select_best_trial",
     "trial_task",
@@ -145,7 +146,7 @@ def _inline_trials(planned: Any) -> list[dict[str, Any]] | None:
 
 # ``all_done``, not ``all_done_min_one_success``: when every trial is cached, the trial task maps
 # to nothing and is skipped, and that rule skips its downstream on any skipped upstream.
-def _current_records(results: list[Any], plan: dict[str, Any]) -> list[dict[str, Any]]:
+def current_records(results: list[Any], plan: dict[str, Any]) -> list[dict[str, Any]]:
     """
     Return this plan's records: the trial tasks' records of planned, uncached trials, then the cached ones.
 
@@ -198,7 +199,7 @@ def select_best_trial(
     expected = _inline_trials(planned)
     tracker = None
     if plan is not None:
-        records = _current_records(records, plan)
+        records = current_records(records, plan)
         expected = plan.get("trials")
         if plan.get("tracking"):
             from airflow_mlops_provider.sweeps.tracking import SweepTracker, TrackingConfig

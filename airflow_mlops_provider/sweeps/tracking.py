@@ -233,9 +233,7 @@ class SweepTracker(TrackerBase):
             if trial_id not in wanted or trial_id in seen:
                 continue
             seen.add(trial_id)
-            outcome, why = store.outcome_of_run(
-                run, metric=cfg.metric, cache_failures=cfg.cache_failures, outputs=self._read_outputs
-            )
+            outcome, why = self._outcome(run, wanted[trial_id])
             if outcome is None:
                 self.log.info("cache miss: %s (trial %s)", why, trial_id)
                 continue
@@ -275,9 +273,7 @@ class SweepTracker(TrackerBase):
         if created:
             self._log_batch(client, run_id, params=missing, tags=extra_tags)
             return TrialRun(run_id, "RUNNING", None)
-        done, why = store.outcome_of_run(
-            run, metric=cfg.metric, cache_failures=cfg.cache_failures, outputs=self._read_outputs
-        )
+        done, why = self._outcome(run, trial)
         if done is not None and cfg.cache != "off":
             return TrialRun(run_id, run.info.status, done)
         self.log.info(
@@ -289,6 +285,15 @@ class SweepTracker(TrackerBase):
         self._log_batch(client, run_id, params=missing, tags=who | extra_tags)
         self._reopen(run)
         return TrialRun(run_id, "RUNNING", done)
+
+    def _outcome(self, run: Any, trial: Mapping[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+        """A finished trial's outcome from its run (its rung's, for a halving trial), or why not."""
+        cfg = self.config
+        if trial.get("rung") is not None:
+            return store.rung_outcome(run, trial, metric=cfg.metric, cache_failures=cfg.cache_failures)
+        return store.outcome_of_run(
+            run, metric=cfg.metric, cache_failures=cfg.cache_failures, outputs=self._read_outputs
+        )
 
     def _finish(self, run_id: str, record: Mapping[str, Any]) -> None:
         cfg = self.config
@@ -307,7 +312,11 @@ class SweepTracker(TrackerBase):
                 outputs,
                 store.OUTPUTS_ARTIFACT,
             )
-        self._log_batch(client, run_id, metrics=metrics, tags=tags)
+        tags |= store.rung_tag(record)
+        if record.get("budget") is not None:
+            metrics[store.BUDGET_METRIC] = float(record["budget"])
+        step = int(record.get("rung") or 0)  # a halving trial's metric per rung
+        self._log_batch(client, run_id, metrics=metrics, tags=tags, step=step)
         self._retry(f"end run {run_id}", client.set_terminated, run_id, status)
 
     def _progress(self) -> dict[str, Any]:

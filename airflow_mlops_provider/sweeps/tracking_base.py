@@ -266,11 +266,12 @@ class TrackerBase:
         metrics: Mapping[str, float] | None = None,
         params: Mapping[str, str] | None = None,
         tags: Mapping[str, str] | None = None,
+        step: int = 0,
     ) -> None:
         from mlflow.entities import Metric, Param, RunTag
 
         now = int(time.time() * 1000)
-        metric_list = [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()]
+        metric_list = [Metric(k, float(v), now, step) for k, v in (metrics or {}).items()]
         param_list = [Param(k, v) for k, v in (params or {}).items()]
         tag_list = [
             RunTag(k, store.truncated(str(v), store.TAG_VALUE_LIMIT)[0]) for k, v in (tags or {}).items()

@@ -10,6 +10,10 @@ the calls. A trial's run carries:
   ``mlops.failure``, ``mlops.error``, ``mlops.tail``, ``mlops.outputs``, ``mlops.metric_keys``
   and, with ``cache="readwrite"``, ``mlops.cache_key``: the cache entry;
 - metrics: the trial's metrics, and ``mlops.seconds``.
+
+A trial of a successive-halving sweep keeps one run over its rungs: the rung is the MLflow step
+of its metrics (and of ``mlops.budget``), and ``mlops.rung.<k>`` holds rung ``k``'s outcome as
+JSON, which a retry or the cache reads back.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ __all__ = [
     "leaderboard_csv",
     "leaderboard_json",
     "outcome_of_run",
+    "rung_outcome",
+    "rung_tag",
     "param_values",
     "safe_uri",
     "sanitized_key",
@@ -64,6 +70,8 @@ TRUNCATED_TAG = "mlops.truncated_params"
 SWEEP_TASK_TAG = "mlops.sweep_task"
 KIND_TAG = "mlops.kind"
 SECONDS_METRIC = "mlops.seconds"
+BUDGET_METRIC = "mlops.budget"
+RUNG_TAG_PREFIX = "mlops.rung."
 OUTPUTS_ARTIFACT = "outputs.json"
 
 #: mlflow/utils/validation.py (3.1 to 3.17): MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH,
@@ -242,6 +250,51 @@ def outcome_of_run(
     return outcome, None
 
 
+def rung_tag(record: Mapping[str, Any]) -> dict[str, str]:
+    """The ``mlops.rung.<k>`` tag of a halving trial's record (``{}`` for a trial without a rung)."""
+    if record.get("rung") is None:
+        return {}
+    value: dict[str, Any] = {"budget": record.get("budget"), "status": record.get("status")}
+    if record.get("status") == "success":
+        value["metrics"] = dict(record.get("metrics") or {})
+        if record.get("outputs") and _json_tag(record["outputs"]) is not None:
+            value["outputs"] = record["outputs"]
+    else:
+        value["error"] = truncated(str(record.get("error") or ""), 1000)[0]
+        value["failure"] = str(record.get("failure") or "trial")
+    return {f"{RUNG_TAG_PREFIX}{int(record['rung'])}": json.dumps(value, sort_keys=True, default=str)}
+
+
+def rung_outcome(
+    run: Any, trial: Mapping[str, Any], *, metric: str | None, cache_failures: bool
+) -> tuple[dict[str, Any] | None, str | None]:
+    """
+    Read rung ``trial["rung"]`` of a halving trial's run back, as :func:`outcome_of_run` reads a run.
+
+    The rung's budget must be the trial's (a changed schedule runs the trial again).
+    """
+    run_id, rung = run.info.run_id, int(trial["rung"])
+    data = _loads(run.data.tags.get(f"{RUNG_TAG_PREFIX}{rung}"), None)
+    if not isinstance(data, dict):
+        return None, f"run {run_id} has no result for rung {rung + 1}"
+    if data.get("budget") != trial.get("budget"):
+        return (
+            None,
+            f"run {run_id} ran rung {rung + 1} at budget {data.get('budget')!r}, not {trial.get('budget')!r}",
+        )
+    if data.get("status") == "success":
+        metrics = dict(data.get("metrics") or {})
+        if metric and metric not in metrics:
+            return None, f"run {run_id} lacks metric {metric!r} at rung {rung + 1}"
+        outcome: dict[str, Any] = {"status": "success", "metrics": metrics}
+        if data.get("outputs"):
+            outcome["outputs"] = data["outputs"]
+        return outcome, None
+    if data.get("failure") == "trial" and cache_failures:
+        return {"status": "failed", "error": data.get("error", ""), "tail": [], "failure": "trial"}, None
+    return None, f"run {run_id} failed at rung {rung + 1} ({data.get('failure')})"
+
+
 def cached_record(trial: Mapping[str, Any], outcome: Mapping[str, Any], run_id: str) -> dict[str, Any]:
     """The record of a trial served from the cache: the planned trial plus the run's outcome."""
     return {**base_record(trial), **outcome, "cached": True, "mlflow_run_id": run_id}
@@ -262,6 +315,7 @@ def _rows(result: Mapping[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:
     metric = str(result.get("metric") or "metric")
     board = list(result.get("leaderboard") or [])
     head = ["rank", "trial_id", "status", "cached", metric]
+    head += [k for k in ("round", "rung", "budget") if any(r.get(k) is not None for r in board)]
     names = sorted({str(k) for r in board for k in (r.get("hparams") or {})})
     hcols = {
         n: (n if n not in head and n not in ("error", "mlflow_run_id") else f"hparam.{n}") for n in names
@@ -278,6 +332,9 @@ def _rows(result: Mapping[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:
             "error": _one_line(record.get("error")),
             "mlflow_run_id": record.get("mlflow_run_id"),
         }
+        for stage in ("round", "rung", "budget"):
+            if stage in head:
+                row[stage] = record.get(stage)
         hparams = record.get("hparams") or {}
         for name, column in hcols.items():
             row[column] = _cell(hparams.get(name))
@@ -293,6 +350,7 @@ def leaderboard_json(result: Mapping[str, Any]) -> str:
         "mode": result.get("mode"),
         "best_trial_id": best.get("trial_id"),
         **{k: result.get(k) for k in ("n_trials", "n_succeeded", "n_failed", "n_cached")},
+        **{k: result[k] for k in ("kind", "n_stages", "budget_spent") if k in result},
         "leaderboard": list(result.get("leaderboard") or []),
     }
     return json.dumps(document, indent=2, sort_keys=False, default=str)

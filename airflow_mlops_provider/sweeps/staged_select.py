@@ -1,0 +1,108 @@
+"""The last task of a staged sweep (rounds or rungs): the best trial and the leaderboard of every stage."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import get_current_context, task
+from airflow.sdk.exceptions import AirflowFailException
+
+from airflow_mlops_provider.exceptions import SweepError
+from airflow_mlops_provider.sweeps.planning import PLAN_KEY, dag_params, pick
+from airflow_mlops_provider.sweeps.select import select_best
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+__all__ = ["select_best_of_stages"]
+
+log = logging.getLogger(__name__)
+
+#: The kinds of staged sweep.
+KINDS = ("rounds", "rungs")
+
+
+def _stage_records(context: Any, plan_task_ids: Sequence[str], results: Sequence[Any]):
+    from airflow_mlops_provider.sweeps.stages import stage_records
+
+    ti = context["ti"]
+    plans = [ti.xcom_pull(task_ids=task_id, key=PLAN_KEY) for task_id in plan_task_ids]
+    if plans and plans[0] is None:
+        raise AirflowFailException(
+            f"the first stage's plan ({plan_task_ids[0]}) did not run or failed: no trial was planned"
+        )
+    stages = []
+    for plan, output in zip(plans, results):
+        if plan is None:  # a later stage's plan failed: its trials never ran
+            break
+        stages.append(stage_records(plan, output))
+    return plans[0], stages
+
+
+@task(trigger_rule="all_done", multiple_outputs=False)
+def select_best_of_stages(
+    results: Sequence[Any],
+    plan_task_ids: Sequence[str],
+    kind: str = "rounds",
+    metric: str | None = None,
+    mode: str | None = None,
+    min_success_ratio: float | None = None,
+) -> dict[str, Any]:
+    """
+    Pick the best trial of a staged sweep and return it with the leaderboard of every stage.
+
+    For rounds, every trial of every round competes (each record carries its ``round``). For
+    rungs (successive halving), a trial's row is its last rung, and the trials of higher rungs
+    rank first (the best is the best at the highest rung reached); each row lists the trial's
+    metric per rung under ``rungs``. With tracking, the leaderboard is logged on the sweep's
+    MLflow run, which is then ended.
+
+    :param results: Each stage's trial task output.
+    :param plan_task_ids: Each stage's plan task.
+    :param kind: ``"rounds"`` or ``"rungs"``.
+    :param metric: The metric; default the plan's (the ``metric`` DAG param).
+    :param mode: ``"min"`` or ``"max"``; default the plan's.
+    :param min_success_ratio: Default the ``min_success_ratio`` DAG param, then 0.5. For rungs,
+        the share of the first rung's trials.
+    """
+    from airflow_mlops_provider.sweeps.halving import rank_rungs
+
+    context = get_current_context()
+    params = dag_params()
+    first, stages = _stage_records(context, plan_task_ids, results)
+    metric = pick(metric, params, "metric", first.get("metric"))
+    mode = pick(mode, params, "mode", first.get("mode") or "min")
+    ratio = pick(min_success_ratio, params, "min_success_ratio", 0.5)
+    tracker = None
+    if first.get("tracking"):
+        from airflow_mlops_provider.sweeps.tracking import SweepTracker, TrackingConfig
+
+        tracker = SweepTracker(TrackingConfig.from_dict(first["tracking"]), log=log)
+    try:
+        if kind == "rungs":
+            result = rank_rungs(stages, metric=metric, mode=mode, min_success_ratio=ratio)
+        else:
+            records = [r for stage in stages for r in stage]
+            result = select_best(records, metric=metric, mode=mode, min_success_ratio=ratio)
+    except (ValueError, SweepError) as err:
+        if tracker is not None and tracker.enabled:
+            tracker.log_leaderboard({"error": str(err), "metric": metric, "mode": mode}, succeeded=False)
+        if isinstance(err, SweepError):
+            raise
+        raise AirflowFailException(str(err)) from err
+    result["n_cached"] = sum(1 for r in result["leaderboard"] if r.get("cached"))
+    result["n_stages"] = len([s for s in stages if s])
+    result["kind"] = kind
+    best = result["best"]
+    where = f"rung {best.get('rung', 0) + 1}" if kind == "rungs" else f"round {best.get('round', 0) + 1}"
+    log.info(
+        "Best trial %s (%s): %s=%s",
+        best.get("trial_id"),
+        where,
+        metric,
+        (best.get("metrics") or {}).get(metric),
+    )
+    if tracker is not None and tracker.enabled:
+        tracker.log_leaderboard(result)
+    return result
