@@ -254,7 +254,7 @@ def plan_stage(
     from airflow_mlops_provider.sweeps.planning import publish_plan, tracking_config
 
     started = tracking_config(
-        mlflow_conn_id=sweep.get("mlflow_conn_id"),
+        mlflow_conn_id=sweep.get("mlflow_conn_id", "mlflow_default"),
         tracking=settings["tracking"],
         experiment_name=sweep.get("experiment_name"),
         cache=settings["cache"],
