@@ -73,7 +73,7 @@ def plan_round(
     :param sweep: The sweep's static settings (see :func:`adaptive_sweep`).
     """
     from airflow_mlops_provider.sweeps.adaptive import suggest_trials
-    from airflow_mlops_provider.sweeps.planning import pick
+    from airflow_mlops_provider.sweeps.planning import pick, publish_plan
 
     context = get_current_context()
     settings = resolve(sweep, context)
@@ -102,7 +102,17 @@ def plan_round(
         log.info(
             "Round %d of the %d built: skipped, this run asked for %d", round_index + 1, built_rounds, rounds
         )
-        return plan_stage(context, sweep, settings, [], extra={**extra, "skipped": True}, logged=logged)
+        # Nothing to track: the select task reads the tracking settings from the first round.
+        return publish_plan(
+            context,
+            [],
+            {},
+            tracking=None,
+            metric=settings["metric"],
+            mode=settings["mode"],
+            max_parallel_tasks=None,
+            extra={**extra, "skipped": True},
+        )
     plans = stage_plans(context, plan_task_ids, round_index)
     history = [stage_records(plan, results) for plan, results in zip(plans, previous)]
     try:
