@@ -275,7 +275,7 @@ def cache_key_param(default: str | None = None) -> Param:
 def sweep_params(
     *,
     search_space: Mapping[str, Any],
-    strategy: str = "random",
+    strategy: str | None = None,
     n_trials: int = 20,
     max_trials: int = 10_000,
     seed: int = 0,
@@ -295,7 +295,8 @@ def sweep_params(
     Return the DAG params of a sweep, keyed by the names ``plan_sweep``/``select_best_trial`` read.
 
     :param search_space: Default search space.
-    :param strategy: ``"grid"`` or ``"random"``.
+    :param strategy: ``"grid"`` or ``"random"`` (default); for an adaptive sweep ``"tpe"``
+        (default), ``"cmaes"``, ``"qmc"`` or ``"random"``.
     :param n_trials: Default number of random trials.
     :param max_trials: Most trials the form accepts.
     :param seed: Default seed.
@@ -327,7 +328,7 @@ def sweep_params(
         }
     return {
         "search_space": search_space_param(search_space),
-        "strategy": strategy_param(strategy, adaptive=adaptive),
+        "strategy": strategy_param(strategy or ("tpe" if adaptive else "random"), adaptive=adaptive),
         **staged,
         "n_trials": n_trials_param(n_trials, maximum=max_trials),
         "seed": seed_param(seed),

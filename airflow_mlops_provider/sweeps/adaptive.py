@@ -251,24 +251,34 @@ def _ask_round(
     study: Any, space: _Space, n: int, known: dict[str, float | None], metric: str
 ) -> list[dict[str, Any]]:
     """Ask ``n`` distinct new trials; points already tried are told their known result and asked again."""
+    import optuna
     from optuna.trial import TrialState
 
     trials: list[dict[str, Any]] = []
     seen = set(known)
-    for _ in range(_ASKS_PER_TRIAL * n):
-        if len(trials) == n:
-            break
-        asked = study.ask(space.distributions)
-        trial = space.trial(asked.params)
-        trial_id = trial["trial_id"]
-        if trial_id in known:
-            value = known[trial_id]
-            study.tell(asked, value, state=TrialState.COMPLETE if value is not None else TrialState.FAIL)
-        elif trial_id in seen:
-            study.tell(asked, state=TrialState.FAIL)  # the same point twice in one round
-        else:
-            seen.add(trial_id)
-            trials.append({"trial": trial, "optuna": asked})
+    sampler = study.sampler
+    try:
+        for attempt in range(2 * _ASKS_PER_TRIAL * n):
+            if len(trials) == n:
+                break
+            if attempt == _ASKS_PER_TRIAL * n:
+                # The sampler keeps proposing points already tried (CMA-ES converges on a small
+                # discrete space): fill the round with random draws, seeded by the study's length
+                # so that a replay draws them again.
+                study.sampler = optuna.samplers.RandomSampler(seed=len(study.trials))
+            asked = study.ask(space.distributions)
+            trial = space.trial(asked.params)
+            trial_id = trial["trial_id"]
+            if trial_id in known:
+                value = known[trial_id]
+                study.tell(asked, value, state=TrialState.COMPLETE if value is not None else TrialState.FAIL)
+            elif trial_id in seen:
+                study.tell(asked, state=TrialState.FAIL)  # the same point twice in one round
+            else:
+                seen.add(trial_id)
+                trials.append({"trial": trial, "optuna": asked})
+    finally:
+        study.sampler = sampler
     return trials
 
 

@@ -33,12 +33,14 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_mlops_provider.exceptions import SweepError
 from airflow_mlops_provider.sweeps.select import select_best
+from airflow_mlops_provider.sweeps.space import _round
 from airflow_mlops_provider.sweeps.staged_select import select_best_of_stages
 from airflow_mlops_provider.sweeps.stages import (
     COMMON_ARGS,
     PLAN_TASK_ID,
     build_stages,
     check_count,
+    check_dag_param,
     plan_stage,
     resolve,
     run_count,
@@ -107,7 +109,7 @@ class Halving:
         budgets: list[float] = []
         for k in range(steps):
             value = self.min_budget * self.eta**k
-            budgets.append(int(value) if whole else float(value))
+            budgets.append(int(value) if whole else _round(float(value)))
         budgets.append(self.max_budget)
         return budgets
 
@@ -228,7 +230,7 @@ def plan_rung(
     params = settings["params"]
     schedule = Halving(**sweep["halving"])
     budgets = schedule.budgets
-    n = run_count("n_trials", pick(None, params, "n_trials", sweep["n_trials"]), sweep["max_trials"])
+    n = run_count("n_trials", pick(None, params, "n_trials", sweep["n_trials"]), sweep.get("max_trials") or 0)
     strategy = pick(sweep.get("strategy"), params, "strategy", "random")
     if strategy not in ("random", "grid"):
         raise AirflowFailException(
@@ -293,8 +295,9 @@ def halving_sweep(
         the batches and returning the mapped trial task's output (containers read ``$MLOPS_BUDGET``).
     :param schedule: The rungs, from :func:`halving`.
     :param n_trials: Trials in the first rung (drawn from the space: ``strategy`` random, or
-        grid); DAG param ``n_trials``.
-    :param max_trials: Most first-rung trials the form may ask for (default ``n_trials``).
+        grid), unless the DAG param ``n_trials`` (the form) says otherwise.
+    :param max_trials: Most first-rung trials a run may ask for (default: the form's maximum);
+        a DAG param ``n_trials`` whose default is over it is refused at parse time.
     :param group_id: An outer task group around the rungs, or None.
     :param kwargs: As for :func:`~airflow_mlops_provider.sweeps.rounds.adaptive_sweep`.
     :raises ValueError: at parse time, on a bad schedule or static argument.
@@ -302,8 +305,9 @@ def halving_sweep(
     if not isinstance(schedule, Halving):
         raise ValueError(f"schedule must be halving(min_budget, max_budget, eta), got {schedule!r}")
     check_count("n_trials", n_trials)
-    max_trials = check_count("max_trials", n_trials if max_trials is None else max_trials)
-    check_count("n_trials", n_trials, max_trials)
+    if max_trials is not None:
+        check_count("max_trials", max_trials)
+        check_count("n_trials", n_trials, max_trials)
     unknown = sorted(set(kwargs) - set(COMMON_ARGS))
     if unknown:
         raise ValueError(f"halving_sweep got unknown arguments {unknown}; it takes {list(COMMON_ARGS)}")
@@ -326,7 +330,10 @@ def halving_sweep(
 
     def plan(index: int, plan_ids: list[str], previous: list[Any]) -> Any:
         sweep["sweep_task"] = plan_ids[0]
-        return plan_rung.override(task_id=PLAN_TASK_ID)(index, plan_ids, previous, sweep)
+        out = plan_rung.override(task_id=PLAN_TASK_ID)(index, plan_ids, previous, sweep)
+        if index == 0 and max_trials is not None:
+            check_dag_param(getattr(out, "operator", None), "n_trials", max_trials, default_only=True)
+        return out
 
     def select(plan_ids: list[str], results: list[Any]) -> Any:
         return select_best_of_stages.override(task_id="select_best")(

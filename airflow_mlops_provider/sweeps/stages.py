@@ -42,19 +42,23 @@ def run_count(name: str, value: Any, built: int) -> int:
         raise AirflowFailException(str(err)) from err
 
 
-def check_dag_param(operator: Any, name: str, built: int) -> None:
+def check_dag_param(operator: Any, name: str, built: int, *, default_only: bool = False) -> None:
     """
     Refuse, at parse time, a DAG param ``name`` whose default or maximum is over what the DAG builds.
 
     :param operator: A task of the DAG (its ``dag.params`` are read).
     :param name: The param (``rounds``, ``trials_per_round``).
     :param built: The most the DAG's structure holds.
+    :param default_only: Check the param's default only (its maximum may be higher).
     """
     dag = getattr(operator, "dag", None) if operator.has_dag() else None
     if dag is None or name not in dag.params:
         return
     param = dag.params.get_param(name)
-    for what, value in (("default", param.value), ("maximum", param.schema.get("maximum"))):
+    checked = [("default", param.value)]
+    if not default_only:
+        checked.append(("maximum", param.schema.get("maximum")))
+    for what, value in checked:
         if isinstance(value, int) and not isinstance(value, bool) and value > built:
             raise ValueError(
                 f"the DAG param {name!r} has {what} {value!r}, more than the {built} this DAG builds; "
