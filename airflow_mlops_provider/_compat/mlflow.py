@@ -109,6 +109,9 @@ def client_with_credentials(
     """
     from mlflow import MlflowClient
 
+    from airflow_mlops_provider._compat.mlflow_headers import defer_feast_header_plugin
+
+    defer_feast_header_plugin()  # before the client's first request
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
     if not (is_http(tracking_uri) or is_http(registry_uri)):
         return client
@@ -184,6 +187,10 @@ def request_once(
     if not version_gate(SINGLE_REQUEST_GATE):
         return None
     from mlflow.utils.rest_utils import http_request, verify_rest_response
+
+    from airflow_mlops_provider._compat.mlflow_headers import defer_feast_header_plugin
+
+    defer_feast_header_plugin()
 
     creds = host_creds(uri, login=login, secret=secret, insecure=insecure)
     response = http_request(creds, endpoint, method, max_retries=0, timeout=timeout, **kwargs)

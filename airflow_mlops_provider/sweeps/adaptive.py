@@ -166,9 +166,11 @@ def _sampler(strategy: str, seed: int, trials_per_round: int, n_choices: int) ->
 
     seed = round_seed(seed)
     if strategy == "tpe":
-        # Model from the second round on; constant_liar spreads the trials asked in one batch.
+        # Model from the second round on, once half of the first round's trials succeeded (Optuna
+        # counts finished trials only); constant_liar spreads the trials asked in one batch.
+        startup = min(10, max(1, trials_per_round // 2))
         return optuna.samplers.TPESampler(
-            seed=seed, multivariate=True, constant_liar=True, n_startup_trials=min(10, trials_per_round)
+            seed=seed, multivariate=True, constant_liar=True, n_startup_trials=startup
         )
     if strategy == "cmaes":
         # One generation per round: CMA-ES updates its distribution once per population.

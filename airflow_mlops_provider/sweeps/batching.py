@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["batch_trials", "flatten_results", "live_max_map_length"]
+__all__ = ["batch_trials", "flatten_results", "live_max_map_length", "materialized"]
 
 
 def live_max_map_length() -> int:
@@ -88,3 +88,21 @@ def flatten_results(results: Iterable[Any]) -> list[dict[str, Any]]:
         else:
             raise ValueError(f"results must hold trial records or lists of them, got {item!r}")
     return flat
+
+
+def materialized(results: Any) -> list[Any]:
+    """
+    Return a mapped task's output as a list, read in one request.
+
+    Airflow hands a downstream task a lazy sequence of the mapped task's XComs; iterating it
+    asks for one item at a time and logs an "XCom not found" error past the last one. A slice
+    reads them all at once.
+    """
+    if results is None:
+        return []
+    if isinstance(results, (list, tuple)):
+        return list(results)
+    try:
+        return list(results[:])
+    except TypeError:
+        return list(results)

@@ -230,7 +230,12 @@ def plan_rung(
     params = settings["params"]
     schedule = Halving(**sweep["halving"])
     budgets = schedule.budgets
-    n = run_count("n_trials", pick(None, params, "n_trials", sweep["n_trials"]), sweep.get("max_trials") or 0)
+    n = run_count(
+        "n_trials",
+        pick(None, params, "n_trials", sweep["n_trials"]),
+        sweep.get("max_trials") or 0,
+        built=False,
+    )
     strategy = pick(sweep.get("strategy"), params, "strategy", "random")
     if strategy not in ("random", "grid"):
         raise AirflowFailException(
@@ -307,7 +312,7 @@ def halving_sweep(
     check_count("n_trials", n_trials)
     if max_trials is not None:
         check_count("max_trials", max_trials)
-        check_count("n_trials", n_trials, max_trials)
+        check_count("n_trials", n_trials, max_trials, built=False)
     unknown = sorted(set(kwargs) - set(COMMON_ARGS))
     if unknown:
         raise ValueError(f"halving_sweep got unknown arguments {unknown}; it takes {list(COMMON_ARGS)}")

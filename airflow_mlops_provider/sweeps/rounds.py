@@ -179,8 +179,8 @@ def adaptive_sweep(
         ``cache_failures``, ``min_success_ratio``.
     :raises ValueError: at parse time, on a bad static argument.
     """
-    rounds = check_count("rounds", rounds, MAX_ROUNDS)
-    trials_per_round = check_count("trials_per_round", trials_per_round, MAX_TRIALS_PER_ROUND)
+    rounds = check_count("rounds", rounds, MAX_ROUNDS, built=False)
+    trials_per_round = check_count("trials_per_round", trials_per_round, MAX_TRIALS_PER_ROUND, built=False)
     unknown = sorted(set(kwargs) - set(COMMON_ARGS))
     if unknown:
         raise ValueError(f"adaptive_sweep got unknown arguments {unknown}; it takes {list(COMMON_ARGS)}")

@@ -120,8 +120,10 @@ class _Progress:
             if self.ref.get(stage) is not None and self.ref.get(f"n_{stage}s"):
                 where = f"{stage} {int(self.ref[stage]) + 1}/{self.ref[f'n_{stage}s']}, {where}"
         text = f"{where}{self.done}/{self.size} trials done ({self.failed} failed, {self.cached} cached)"
-        if sweep:
+        if sweep and self.ref.get("round") is None and self.ref.get("rung") is None:
             text += f"; sweep: {sweep['done']}/{self.ref.get('total', '?')} done ({sweep['failed']} failed)"
+        elif sweep:  # a staged sweep: the total of its later stages is not known yet
+            text += f"; sweep: {sweep['done']} trial runs done so far ({sweep['failed']} failed)"
         best = self.best
         if sweep and sweep.get("best") is not None:
             tid, value = sweep["best"]

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import TaskGroup, XComArg
 from airflow.sdk.exceptions import AirflowFailException
 
+from airflow_mlops_provider.sweeps.batching import materialized
 from airflow_mlops_provider.sweeps.planning import PLAN_KEY
 from airflow_mlops_provider.sweeps.tasks import current_records
 
@@ -26,18 +27,23 @@ __all__ = ["build_stages", "check_count", "check_dag_param", "stage_plans", "sta
 PLAN_TASK_ID = "plan"
 
 
-def check_count(name: str, value: Any, maximum: int | None = None) -> int:
-    """Return ``value`` when it is an integer from 1 to ``maximum``; raise ``ValueError`` naming it."""
+def check_count(name: str, value: Any, maximum: int | None = None, *, built: bool = True) -> int:
+    """
+    Return ``value`` when it is an integer from 1 to ``maximum``; raise ``ValueError`` naming it.
+
+    :param built: ``maximum`` is what the DAG builds (said in the message), not a library limit.
+    """
     if isinstance(value, bool) or not isinstance(value, int) or value < 1 or (maximum and value > maximum):
-        bounds = ">= 1" if not maximum else f"from 1 to {maximum} (the most this DAG builds)"
+        why = " (the most this DAG builds)" if built else ""
+        bounds = ">= 1" if not maximum else f"from 1 to {maximum}{why}"
         raise ValueError(f"{name} must be an integer {bounds}, got {value!r}")
     return value
 
 
-def run_count(name: str, value: Any, built: int) -> int:
+def run_count(name: str, value: Any, maximum: int, *, built: bool = True) -> int:
     """:func:`check_count` at run time: a bad count from the form fails the task without retries."""
     try:
-        return check_count(name, value, built)
+        return check_count(name, value, maximum, built=built)
     except ValueError as err:
         raise AirflowFailException(str(err)) from err
 
@@ -145,7 +151,7 @@ def stage_records(plan: Mapping[str, Any], results: Any) -> list[dict[str, Any]]
     :param plan: The stage's ``sweep_plan``.
     :param results: The stage's trial task output (per-batch lists).
     """
-    by_id = {r.get("trial_id"): r for r in current_records(list(results or []), dict(plan))}
+    by_id = {r.get("trial_id"): r for r in current_records(materialized(results), dict(plan))}
     records = []
     for trial in plan.get("trials") or []:
         record = by_id.get(trial["trial_id"])

@@ -25,7 +25,7 @@ from airflow.sdk import get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_mlops_provider.exceptions import SweepError
-from airflow_mlops_provider.sweeps.batching import flatten_results
+from airflow_mlops_provider.sweeps.batching import flatten_results, materialized
 from airflow_mlops_provider.sweeps.plan import (
     BATCH_KEY_PREFIX,
     PLAN_KEY,
@@ -191,7 +191,7 @@ def select_best_trial(
     context = get_current_context()
     params = dag_params()
     plan = _plan_of(planned, context)
-    records = list(results or [])
+    records = materialized(results)
     if plan is None and not records:
         raise AirflowFailException(
             "select_best_trial found no sweep plan and no trial results: did plan_sweep or every trial task fail?"
