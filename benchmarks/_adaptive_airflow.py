@@ -8,6 +8,9 @@ whole, so the trials compute what the direct calls compute) followed by two DAGs
 - ``bench_adaptive_halving``: ``halving_sweep`` of ``budgeted_hartmann``, ``halving(1, 27, 3)``,
   ``N_HALVING`` first-rung trials.
 
+With ``tracked=True``, a second DAG file holds the same two DAGs tracked (:data:`TRACKED_IDS`,
+``mlflow_default``, cache :data:`TRACKED_CACHE`), after the timing hook of ``_adaptive_tracked.py``.
+
 Each trial returns its wall-clock start and end under ``outputs``. :func:`scheduled_runs` runs
 both DAGs under a real api-server + scheduler (LocalExecutor) + dag-processor on loopback
 (``tests/support/airflow_services.py``) and returns, per stage boundary, the timestamps that split
@@ -33,6 +36,9 @@ HERE = Path(__file__).resolve().parent
 TPE_DAG, HALVING_DAG = "bench_adaptive_tpe", "bench_adaptive_halving"
 ROUNDS, SIZE, TASKS, SEED = 4, 4, 2, 7
 N_HALVING, HALVING_ARGS = 27, (1, 27, 3)
+#: The same two DAGs tracked in MLflow (``mlflow_default``), with the cache a tracked sweep has by default.
+TRACKED_IDS = ("bench_adaptive_tpe_tracked", "bench_adaptive_halving_tracked")
+TRACKED_CACHE = "readwrite"
 
 DAG_DEFS = textwrap.dedent(
     """
@@ -70,11 +76,11 @@ DAG_DEFS = textwrap.dedent(
         catchup=False,
         params=sweep_params(
             search_space=MIXED_SPACE, strategy="tpe", rounds={rounds}, trials_per_round={size}, seed={seed},
-            metric="loss", mode="min", max_parallel_tasks={tasks}, cache="off",
+            metric="loss", mode="min", max_parallel_tasks={tasks}, cache="{cache}",
         ),
     )
-    def bench_adaptive_tpe():
-        adaptive_sweep(tpe_trial, rounds={rounds}, trials_per_round={size}, mlflow_conn_id=None)
+    def tpe_sweep():
+        adaptive_sweep(tpe_trial, rounds={rounds}, trials_per_round={size}, mlflow_conn_id={conn!r})
 
 
     @dag(
@@ -84,26 +90,39 @@ DAG_DEFS = textwrap.dedent(
         catchup=False,
         params=sweep_params(
             search_space=MIXED_SPACE, n_trials={n}, seed={seed}, metric="loss", mode="min",
-            max_parallel_tasks={tasks}, cache="off",
+            max_parallel_tasks={tasks}, cache="{cache}",
         ),
     )
-    def bench_adaptive_halving():
-        halving_sweep(halving_trial, halving{schedule}, n_trials={n}, mlflow_conn_id=None)
+    def halving_sweep_dag():
+        halving_sweep(halving_trial, halving{schedule}, n_trials={n}, mlflow_conn_id={conn!r})
 
 
-    bench_adaptive_tpe()
-    bench_adaptive_halving()
+    tpe_sweep()
+    halving_sweep_dag()
     """
 )
 
 
-def dag_text() -> str:
-    """The DAG file: the objectives module, then the two DAGs."""
+def dag_text(*, tracked: bool = False) -> str:
+    """
+    A DAG file: the objectives module, then the TPE and the halving DAG.
+
+    :param tracked: The tracked DAGs (``TRACKED_IDS``, ``mlflow_default``, cache ``TRACKED_CACHE``),
+        with the timing hook of ``_adaptive_tracked.py`` first; else the untracked ones, cache off.
+    """
+    from _adaptive_tracked import TIMING_HOOK, TIMING_HOOK_END
+
+    tpe, halving_id = TRACKED_IDS if tracked else (TPE_DAG, HALVING_DAG)
     defs = DAG_DEFS.format(
-        tpe=TPE_DAG, halving=HALVING_DAG, rounds=ROUNDS, size=SIZE, seed=SEED, tasks=TASKS,
-        n=N_HALVING, schedule=HALVING_ARGS,
+        tpe=tpe, halving=halving_id, rounds=ROUNDS, size=SIZE, seed=SEED, tasks=TASKS,
+        n=N_HALVING, schedule=HALVING_ARGS, conn="mlflow_default" if tracked else None,
+        cache=TRACKED_CACHE if tracked else "off",
     )  # fmt: skip
-    return (HERE / "_adaptive_objectives.py").read_text() + defs
+    objectives = (HERE / "_adaptive_objectives.py").read_text()
+    if not tracked:
+        return objectives + defs
+    head, _, body = objectives.partition("from __future__ import annotations\n")
+    return head + "from __future__ import annotations\n" + TIMING_HOOK + body + defs + TIMING_HOOK_END
 
 
 @dataclass
@@ -112,6 +131,9 @@ class Boundary:
 
     stage: int
     marks: dict[str, float | None] = field(default_factory=dict)
+    #: The next stage's plan task instance, and its first trial task instance to start (REST API rows).
+    plan_ti: dict[str, Any] = field(default_factory=dict)
+    trial_ti: dict[str, Any] = field(default_factory=dict)
 
     @property
     def gap(self) -> float:
@@ -193,7 +215,9 @@ def _boundaries(tis: list[dict[str, Any]], stages, prefix: str, trial_task: str)
             "trial task starts": first([_epoch(ti["start_date"]) for ti in trials_next]),
             "next trial starts": min(r["outputs"]["started"] for r in stages[k]),
         }
-        out.append(Boundary(stage=k, marks=marks))
+        started = [ti for ti in trials_next if ti.get("start_date")]
+        trial_ti = min(started, key=lambda ti: _epoch(ti["start_date"]) or 0) if started else {}
+        out.append(Boundary(stage=k, marks=marks, plan_ti=plan[0], trial_ti=trial_ti))
     return out
 
 
@@ -223,37 +247,58 @@ def _run_scheduled(
     return AirflowRun(dag_id, run_id, wall, summary, _boundaries(tis, stages, prefix, trial_task), stages)
 
 
-def scheduled_runs() -> tuple[BenchHome, dict[str, AirflowRun], float]:
+def scheduled_runs(*, tracked: bool = False) -> tuple[BenchHome, dict[str, AirflowRun], float]:
     """
     Start Airflow's services on a fresh home, run each DAG once, stop them; return the home and runs.
 
     The caller runs ``home.dags_test`` afterwards (the services are stopped by then) and closes
-    the home. Also returns the seconds the services took to come up and serve both DAGs.
+    the home. Also returns the seconds the services took to come up and serve the DAGs.
+
+    :param tracked: Also run the tracked DAGs (``TRACKED_IDS``, in a DAG file of their own so the
+        untracked tasks parse what they parsed before) against a real ``mlflow server`` on
+        loopback, started first and stopped with the services; ``mlflow_default`` points at it
+        (``AIRFLOW_CONN_MLFLOW_DEFAULT``, in every Airflow process's environment).
     """
+    from contextlib import ExitStack
+
+    from _sweep_bench import mlflow_conn_env, running_mlflow
+
     from tests import conftest
     from tests.support.airflow_services import airflow_services, serve_dags
 
-    home = BenchHome(dag_text())
-    logs = Path(tempfile.mkdtemp(prefix="adaptive-bench-logs-"))
-    env = {k: v for k, v in home.env.items() if k.startswith("AIRFLOW") or k == "PATH"}
     runs: dict[str, AirflowRun] = {}
+    logs = Path(tempfile.mkdtemp(prefix="adaptive-bench-logs-"))
+    home: BenchHome | None = None
     try:
-        started = time.perf_counter()
-        with airflow_services(home.dags, logs, **env) as api:
-            serve_dags(api, TPE_DAG, HALVING_DAG)
+        with ExitStack() as stack:
+            conn = mlflow_conn_env(stack.enter_context(running_mlflow()).url) if tracked else {}
+            home = BenchHome(dag_text(), conn)
+            dag_ids = [TPE_DAG, HALVING_DAG]
+            if tracked:
+                (home.dags / "bench_tracked_dags.py").write_text(dag_text(tracked=True))
+                dag_ids += TRACKED_IDS
+            env = {k: v for k, v in home.env.items() if k.startswith("AIRFLOW") or k == "PATH"}
+            started = time.perf_counter()
+            api = stack.enter_context(airflow_services(home.dags, logs, **env))
+            serve_dags(api, *dag_ids)
             up = time.perf_counter() - started
-            runs[TPE_DAG] = _run_scheduled(api, home, TPE_DAG, "round", "tpe_trial", ROUNDS)
             n_rungs = len(_halving_budgets())
-            runs[HALVING_DAG] = _run_scheduled(api, home, HALVING_DAG, "rung", "halving_trial", n_rungs)
+            for dag_id in dag_ids:
+                stages = (
+                    ("round", "tpe_trial", ROUNDS) if "tpe" in dag_id else ("rung", "halving_trial", n_rungs)
+                )
+                runs[dag_id] = _run_scheduled(api, home, dag_id, *stages)
     except BaseException:
         scheduler_log = logs / "scheduler.log"
         if scheduler_log.exists():
             print(f"scheduler log (tail):\n{scheduler_log.read_text()[-3000:]}", flush=True)
-        home.close()
+        if home is not None:
+            home.close()
         raise
     finally:
         shutil.rmtree(logs, ignore_errors=True)
         shutil.rmtree(conftest._AIRFLOW_HOME, ignore_errors=True)  # made by importing tests.conftest
+    assert home is not None
     return home, runs, up
 
 

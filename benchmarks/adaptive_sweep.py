@@ -19,10 +19,17 @@ search figures (the Airflow timings vary with the machine).
    rungs at budgets 1, 3, 9, 27) of trivial trials, untracked; the gap between the last trial of
    stage k ending and the first of stage k+1 starting (the trials' own timestamps), split by the
    task instances' dates. Both DAGs then run through ``airflow dags test``, and the best of every
-   Airflow run is checked against the direct call with the same seed.
+   Airflow run is checked against the direct call with the same seed. With ``--tracked``, the
+   same two DAGs also run tracked (``mlflow_default`` = a real ``mlflow server`` on loopback,
+   cache ``readwrite``): their gaps with the same split, each tracked plan task split further
+   from its log (the ask, ``start_sweep``, ``cached_results``, the XComs) and the one-off MLflow
+   costs of each task process (``import mlflow``, the first request and the request-header
+   plugins it loads, Feast's among them), and their bests checked against the direct calls.
 
-Usage: ``.venv/bin/python benchmarks/adaptive_sweep.py [--quick] [--seeds 10] [--no-airflow] [--extras all]``
-(default about 5 min on 2 cores; ``--quick``: 3 seeds, no CMA-ES/QMC rows, about 3 min)
+Usage: ``.venv/bin/python benchmarks/adaptive_sweep.py [--quick] [--seeds 10] [--no-airflow | --only airflow]
+[--tracked] [--extras all]`` (default about 5 min on 2 cores; ``--quick``: 3 seeds, no CMA-ES/QMC
+rows, about 3 min; ``--tracked`` adds about 3 min, so it is off by default; ``--only airflow``:
+figure 3 alone, about 2 min, 5 with ``--tracked``)
 """
 
 from __future__ import annotations
@@ -52,6 +59,8 @@ from _adaptive_search import (
 from airflow_mlops_provider.sweeps import halving
 
 GOALS: list[tuple[str, str, str, bool | None]] = []  # (figure, measured, goal, met)
+#: Whether figure 3 runs the tracked DAGs by default, and what they add to a run (measured on 2 cores).
+TRACKED_DEFAULT, TRACKED_COST = False, "3 min (two DAG runs of ~70 s each, an mlflow server)"
 
 
 def _goal(figure: str, measured: str, goal: str, met: bool | None) -> str:
@@ -283,6 +292,15 @@ def main() -> None:
         help="strategies whose TPE-DAG run is checked (comma-separated)",
     )
     parser.add_argument("--no-airflow", action="store_true", help="leave out figure 3 (no Airflow services)")
+    parser.add_argument(
+        "--only", choices=("airflow",), default=None, help="run only figure 3 (airflow: no search figures)"
+    )
+    parser.add_argument(
+        "--tracked", action=argparse.BooleanOptionalAction, default=TRACKED_DEFAULT,
+        help="figure 3 also runs both DAGs tracked in MLflow (a real mlflow server on loopback) and splits "
+        f"their gaps; default {'on' if TRACKED_DEFAULT else 'off'}: it adds about {TRACKED_COST}, which "
+        "would take the default run past 7 min",
+    )  # fmt: skip
     args = parser.parse_args()
     args.seeds = args.seeds or (3 if args.quick else 10)
     args.halving_steps = args.halving_steps or (6 if args.quick else 10)
@@ -290,6 +308,8 @@ def main() -> None:
     args.airflow_strategies = [s for s in args.airflow_strategies.split(",") if s]
     if "tpe" not in args.airflow_strategies:
         args.airflow_strategies.insert(0, "tpe")
+    if args.only and args.no_airflow:
+        parser.error("--only airflow and --no-airflow leave nothing to run")
     if min(args.seeds, args.rounds, args.trials_per_round, args.halving_steps) < 1:
         parser.error(
             f"--seeds, --rounds, --trials-per-round and --halving-steps must be >= 1, got {vars(args)!r}"
@@ -310,6 +330,10 @@ def main() -> None:
     )
     svc = DigitsSvc()
     hartmann, mixed, svc_problem = problems(svc)
+    if args.only == "airflow":
+        figure_3(mixed, args.airflow_strategies, _goal, tracked=args.tracked)
+        _summary(started)
+        return
     figure_1(hartmann, args, args.extras != "none")
     mixed_runs = figure_1(mixed, args, args.extras != "none")
     svc_runs = figure_1(svc_problem, args, args.extras == "all")
@@ -320,7 +344,11 @@ def main() -> None:
     if args.no_airflow:
         _goal("3 overhead per round", "skipped (--no-airflow)", "< 10 s", None)
     else:
-        figure_3(mixed, args.airflow_strategies, _goal)
+        figure_3(mixed, args.airflow_strategies, _goal, tracked=args.tracked)
+    _summary(started)
+
+
+def _summary(started: float) -> None:
     print(f"\nSummary ({time.perf_counter() - started:.0f} s):")
     width = max(len(g[0]) for g in GOALS)
     for figure, measured, goal, met in GOALS:

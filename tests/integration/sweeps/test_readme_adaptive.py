@@ -9,11 +9,14 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.conftest import REPO_ROOT, dags_test
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 pytestmark = pytest.mark.integration
 
@@ -25,7 +28,9 @@ def readme_blocks() -> list[str]:
     section = SECTION.search((REPO_ROOT / "README.md").read_text())
     assert section, "README lost its 'Adaptive sweeps' section"
     blocks = BLOCK.findall(section.group(0))
-    assert len(blocks) == 2, f"expected the TPE and the halving DAG in the README section, found {len(blocks)}"
+    assert len(blocks) == 2, (
+        f"expected the TPE and the halving DAG in the README section, found {len(blocks)}"
+    )
     return blocks
 
 

@@ -410,7 +410,7 @@ def test_one_rung_per_budget_under_a_group_id_and_container_trials():
         (
             None,
             {"n_trials": 10, "max_trials": 9},
-            "n_trials must be an integer from 1 to 9 (the most this DAG builds), got 10",
+            "n_trials must be an integer from 1 to 9, got 10",
         ),
         (None, {"max_trials": 0}, "max_trials must be an integer >= 1, got 0"),
         (

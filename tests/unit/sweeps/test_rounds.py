@@ -129,17 +129,17 @@ COMMON = (
     "'cache_key', 'cache_failures', 'min_success_ratio']"
 )
 BAD = [
-    ({"rounds": 0}, "rounds must be an integer from 1 to 100 (the most this DAG builds), got 0"),
-    ({"rounds": 101}, "rounds must be an integer from 1 to 100 (the most this DAG builds), got 101"),
-    ({"rounds": True}, "rounds must be an integer from 1 to 100 (the most this DAG builds), got True"),
-    ({"rounds": "3"}, "rounds must be an integer from 1 to 100 (the most this DAG builds), got '3'"),
+    ({"rounds": 0}, "rounds must be an integer from 1 to 100, got 0"),
+    ({"rounds": 101}, "rounds must be an integer from 1 to 100, got 101"),
+    ({"rounds": True}, "rounds must be an integer from 1 to 100, got True"),
+    ({"rounds": "3"}, "rounds must be an integer from 1 to 100, got '3'"),
     (
         {"trials_per_round": 0},
-        "trials_per_round must be an integer from 1 to 10000 (the most this DAG builds), got 0",
+        "trials_per_round must be an integer from 1 to 10000, got 0",
     ),
     (
         {"trials_per_round": 10_001},
-        "trials_per_round must be an integer from 1 to 10000 (the most this DAG builds), got 10001",
+        "trials_per_round must be an integer from 1 to 10000, got 10001",
     ),
     ({"n_trials": 8}, f"adaptive_sweep got unknown arguments ['n_trials']; it takes {COMMON}"),
     (

@@ -4,19 +4,23 @@ The objective is closed-form with a known optimum (``x=0.3``, ``y=7``, ``opt="b"
 tell a sampler that learns from one that does not; ``y == 0`` is a failing region (the Python
 trial raises, the container exits 1). A budget adds ``0.5 / budget`` to the loss.
 
-- ``adaptive_tpe``: TPE, 3 rounds x 6 Python trials, seed 11 (the form may ask for fewer);
-- ``adaptive_halving``: halving(1, 9, eta=3) over 9 Python trials, seed 5;
-- ``adaptive_tpe_docker``: TPE, 2 rounds x 3 container trials, seed 13;
-- ``adaptive_halving_docker``: halving(1, 4, eta=2) over 4 container trials, seed 4;
-- ``adaptive_bad_conf``: three sweeps side by side (``small`` 2 x 2, ``large`` 3 x 3, ``cmaes``
-  3 x 3 on the space of the ``cmaes_space`` param), reading the same conf; its params are plain
-  values (no form schema), so a bad conf reaches the run-time checks of the plan tasks; every
-  task has a retry, which a configuration error must not use;
-- ``adaptive_tpe_scheduled``: TPE, 3 rounds x 3 Python trials in one batch per round, seed 2,
-  for the clear-and-rerun test under a real scheduler (no report task).
+- ``adaptive_python``: two sweeps of Python trials side by side (one DAG run costs less than two
+  in the tests), each its own MLflow experiment ``adaptive_python.<group>``: group ``tpe``, TPE
+  3 rounds x 6, seed 11; group ``halving``, halving(1, 9, eta=3) over 9 trials, seed 5;
+- ``adaptive_docker``: the same on container trials: ``tpe`` 2 rounds x 3, seed 13; ``halving``,
+  halving(1, 4, eta=2) over 4 trials, seed 4;
+- ``adaptive_tpe``: TPE alone, 3 rounds x 6 Python trials, seed 11 (the form may ask for fewer);
+- ``adaptive_bad_conf``: four sweeps side by side, reading the same conf: ``short`` (1 round x
+  4), ``narrow`` (2 x 3), ``wide`` (2 x 4) and ``cmaes`` (2 x 4, CMA-ES on the space of the
+  ``cmaes_space`` param); its params are plain values (no form schema), so a bad conf reaches
+  the run-time checks of the plan tasks, and one conf can fail each sweep on another check;
+  every task has a retry, which a configuration error must not use;
+- ``adaptive_tpe_scheduled``: TPE, 2 rounds x 3 Python trials in one batch per round, seed 2
+  (round 1 all succeed, so TPE models round 2), for the clear-and-rerun test under a real
+  scheduler (no report task: each task there is a process).
 
-``report`` writes ``$SWEEP_RESULT_DIR/<dag_id>.json`` when that is set: the select task's result,
-every stage's ``sweep_plan`` XCom and the run id. ``$SWEEP_TRACKED=1`` tracks in MLflow (the
+``report`` writes ``$SWEEP_RESULT_DIR/<dag_id>[.<group>].json`` when that is set: the select task's
+result, every stage's ``sweep_plan`` XCom and the run id. ``$SWEEP_TRACKED=1`` tracks in MLflow (the
 ``mlflow_default`` connection), else tracking is off.
 """
 
@@ -93,19 +97,22 @@ def docker_trials(argument: str):
 
 
 @task
-def report(result: dict) -> None:
+def report(result: dict, group: str | None = None) -> None:
+    """Write ``$SWEEP_RESULT_DIR/<dag_id>[.<group>].json``: the result, every stage's ``sweep_plan``, the run id."""
     out_dir = os.environ.get("SWEEP_RESULT_DIR")
     if not out_dir:
         return
     context = get_current_context()
     dag_obj = context["dag"]
+    prefix = f"{group}." if group else ""
     plans = {
         task_id: context["ti"].xcom_pull(task_ids=task_id, key="sweep_plan")
         for task_id in dag_obj.task_ids
-        if task_id.endswith(".plan")
+        if task_id.startswith(prefix) and task_id.endswith(".plan")
     }
     out = {"summary": result, "plans": plans, "run_id": context["run_id"]}
-    Path(out_dir, f"{dag_obj.dag_id}.json").write_text(json.dumps(out, default=str))
+    name = f"{dag_obj.dag_id}.{group}" if group else dag_obj.dag_id
+    Path(out_dir, f"{name}.json").write_text(json.dumps(out, default=str))
 
 
 def _dag(dag_id: str, params: dict[str, Any], **kwargs: Any):
@@ -120,31 +127,65 @@ def _dag(dag_id: str, params: dict[str, Any], **kwargs: Any):
     )
 
 
-@_dag("adaptive_tpe", sweep_params(search_space=SPACE, strategy="tpe", rounds=3, trials_per_round=6, seed=11))
-def adaptive_tpe():
-    report(adaptive_sweep(train, rounds=3, trials_per_round=6, mlflow_conn_id=CONN, min_success_ratio=0.3))
-
-
-@_dag("adaptive_halving", sweep_params(search_space=SPACE, n_trials=9, seed=5))
-def adaptive_halving():
-    schedule = halving(min_budget=1, max_budget=9, eta=3)
-    report(halving_sweep(train, schedule, n_trials=9, mlflow_conn_id=CONN, min_success_ratio=0.3))
+def _tpe_and_halving(dag_id: str, trials: Any, halving_trials: Any, *, tpe: dict, rungs: dict) -> None:
+    """A TPE sweep (group ``tpe``) and a halving sweep (group ``halving``), each its own MLflow experiment."""
+    best = adaptive_sweep(
+        trials,
+        group_id="tpe",
+        experiment_name=f"{dag_id}.tpe",
+        mlflow_conn_id=CONN,
+        min_success_ratio=0.3,
+        **tpe,
+    )
+    report.override(task_id="report_tpe")(best, "tpe")
+    schedule = rungs.pop("schedule")
+    best = halving_sweep(
+        halving_trials,
+        schedule,
+        group_id="halving",
+        strategy="random",
+        experiment_name=f"{dag_id}.halving",
+        mlflow_conn_id=CONN,
+        min_success_ratio=0.3,
+        **rungs,
+    )
+    report.override(task_id="report_halving")(best, "halving")
 
 
 @_dag(
-    "adaptive_tpe_docker",
-    sweep_params(search_space=SPACE, strategy="tpe", rounds=2, trials_per_round=3, seed=13, runtime="docker"),
+    "adaptive_python",
+    sweep_params(search_space=SPACE, strategy="tpe", rounds=3, trials_per_round=6, n_trials=9),
 )
-def adaptive_tpe_docker():
-    trials = docker_trials("--round={{ trial.round }}")
-    report(adaptive_sweep(trials, rounds=2, trials_per_round=3, mlflow_conn_id=CONN, min_success_ratio=0.3))
+def adaptive_python():
+    _tpe_and_halving(
+        "adaptive_python",
+        train,
+        train,
+        tpe={"rounds": 3, "trials_per_round": 6, "seed": 11},
+        rungs={"schedule": halving(min_budget=1, max_budget=9, eta=3), "n_trials": 9, "seed": 5},
+    )
 
 
-@_dag("adaptive_halving_docker", sweep_params(search_space=SPACE, n_trials=4, seed=4, runtime="docker"))
-def adaptive_halving_docker():
-    schedule = halving(min_budget=1, max_budget=4, eta=2)
-    trials = docker_trials("--budget={{ trial.budget }}")
-    report(halving_sweep(trials, schedule, n_trials=4, mlflow_conn_id=CONN, min_success_ratio=0.3))
+@_dag(
+    "adaptive_docker",
+    sweep_params(
+        search_space=SPACE, strategy="tpe", rounds=2, trials_per_round=3, n_trials=4, runtime="docker"
+    ),
+)
+def adaptive_docker():
+    _tpe_and_halving(
+        "adaptive_docker",
+        docker_trials("--round={{ trial.round }}"),
+        docker_trials("--budget={{ trial.budget }}"),
+        tpe={"rounds": 2, "trials_per_round": 3, "seed": 13},
+        rungs={"schedule": halving(min_budget=1, max_budget=4, eta=2), "n_trials": 4, "seed": 4},
+    )
+
+
+@_dag("adaptive_tpe", sweep_params(search_space=SPACE, strategy="tpe", rounds=3, trials_per_round=6, seed=11))
+def adaptive_tpe():
+    best = adaptive_sweep(train, rounds=3, trials_per_round=6, mlflow_conn_id=CONN, min_success_ratio=0.3)
+    report(best)
 
 
 @_dag(
@@ -152,8 +193,8 @@ def adaptive_halving_docker():
     {
         "search_space": SPACE,
         "strategy": "tpe",
-        "rounds": 2,
-        "trials_per_round": 2,
+        "rounds": 1,
+        "trials_per_round": 3,
         "metric": "loss",
         "cmaes_space": {"x": SPACE["x"], "opt": SPACE["opt"]},
     },
@@ -161,12 +202,13 @@ def adaptive_halving_docker():
     default_args={"retries": 1, "retry_delay": timedelta(seconds=1)},
 )
 def adaptive_bad_conf():
-    adaptive_sweep(train, rounds=2, trials_per_round=2, group_id="small", mlflow_conn_id=None)
-    adaptive_sweep(train, rounds=3, trials_per_round=3, group_id="large", mlflow_conn_id=None)
+    adaptive_sweep(train, rounds=1, trials_per_round=4, group_id="short", mlflow_conn_id=None)
+    adaptive_sweep(train, rounds=2, trials_per_round=3, group_id="narrow", mlflow_conn_id=None)
+    adaptive_sweep(train, rounds=2, trials_per_round=4, group_id="wide", mlflow_conn_id=None)
     adaptive_sweep(
         train,
-        rounds=3,
-        trials_per_round=3,
+        rounds=2,
+        trials_per_round=4,
         strategy="cmaes",
         search_space_params="cmaes_space",
         group_id="cmaes",
@@ -176,15 +218,14 @@ def adaptive_bad_conf():
 
 @_dag(
     "adaptive_tpe_scheduled",
-    sweep_params(search_space=SPACE, strategy="tpe", rounds=3, trials_per_round=3, seed=2),
+    sweep_params(search_space=SPACE, strategy="tpe", rounds=2, trials_per_round=3, seed=2),
 )
 def adaptive_tpe_scheduled():
-    adaptive_sweep(train, rounds=3, trials_per_round=3, max_parallel_tasks=1, mlflow_conn_id=CONN)
+    adaptive_sweep(train, rounds=2, trials_per_round=3, max_parallel_tasks=1, mlflow_conn_id=CONN)
 
 
+adaptive_python()
+adaptive_docker()
 adaptive_tpe()
-adaptive_halving()
-adaptive_tpe_docker()
-adaptive_halving_docker()
 adaptive_bad_conf()
 adaptive_tpe_scheduled()
