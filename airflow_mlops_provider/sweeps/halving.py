@@ -281,7 +281,9 @@ def plan_rung(
             budget,
         )
     trials = [{**t, "rung": rung_index, "budget": budget} for t in drawn]
-    return plan_stage(context, sweep, settings, trials, extra=extra, logged=logged)
+    return plan_stage(
+        context, sweep, settings, trials, sweep_task=plan_task_ids[0], extra=extra, logged=logged
+    )
 
 
 def halving_sweep(
@@ -334,7 +336,6 @@ def halving_sweep(
     }
 
     def plan(index: int, plan_ids: list[str], previous: list[Any]) -> Any:
-        sweep["sweep_task"] = plan_ids[0]
         out = plan_rung.override(task_id=PLAN_TASK_ID)(index, plan_ids, previous, sweep)
         if index == 0 and max_trials is not None:
             check_dag_param(getattr(out, "operator", None), "n_trials", max_trials, default_only=True)

@@ -140,7 +140,9 @@ def plan_round(
         failed,
         len(trials),
     )
-    return plan_stage(context, sweep, settings, trials, extra=extra, logged=logged)
+    return plan_stage(
+        context, sweep, settings, trials, sweep_task=plan_task_ids[0], extra=extra, logged=logged
+    )
 
 
 def adaptive_sweep(
@@ -198,7 +200,6 @@ def adaptive_sweep(
     }
 
     def plan(index: int, plan_ids: list[str], previous: list[Any]) -> Any:
-        sweep["sweep_task"] = plan_ids[0]
         out = plan_round.override(task_id=PLAN_TASK_ID)(index, plan_ids, previous, sweep)
         if index == 0:
             operator = getattr(out, "operator", None)

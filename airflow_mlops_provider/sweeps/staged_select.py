@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
-from airflow_mlops_provider.exceptions import SweepError
 from airflow_mlops_provider.sweeps.planning import PLAN_KEY, dag_params, pick
 from airflow_mlops_provider.sweeps.select import select_best
+from airflow_mlops_provider.sweeps.tasks import finish_selection
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -74,26 +74,15 @@ def select_best_of_stages(
     metric = pick(metric, params, "metric", first.get("metric"))
     mode = pick(mode, params, "mode", first.get("mode") or "min")
     ratio = pick(min_success_ratio, params, "min_success_ratio", 0.5)
-    tracker = None
-    if first.get("tracking"):
-        from airflow_mlops_provider.sweeps.tracking import SweepTracker, TrackingConfig
 
-        tracker = SweepTracker(TrackingConfig.from_dict(first["tracking"]), log=log)
-    try:
+    def select() -> dict[str, Any]:
         if kind == "rungs":
-            result = rank_rungs(stages, metric=metric, mode=mode, min_success_ratio=ratio)
-        else:
-            records = [r for stage in stages for r in stage]
-            result = select_best(records, metric=metric, mode=mode, min_success_ratio=ratio)
-    except (ValueError, SweepError) as err:
-        if tracker is not None and tracker.enabled:
-            tracker.log_leaderboard({"error": str(err), "metric": metric, "mode": mode}, succeeded=False)
-        if isinstance(err, SweepError):
-            raise
-        raise AirflowFailException(str(err)) from err
-    result["n_cached"] = sum(1 for r in result["leaderboard"] if r.get("cached"))
-    result["n_stages"] = len([s for s in stages if s])
-    result["kind"] = kind
+            return rank_rungs(stages, metric=metric, mode=mode, min_success_ratio=ratio)
+        records = [r for stage in stages for r in stage]
+        return select_best(records, metric=metric, mode=mode, min_success_ratio=ratio)
+
+    extra = {"n_stages": len([s for s in stages if s]), "kind": kind}
+    result = finish_selection(select, first.get("tracking"), metric=metric, mode=mode, extra=extra)
     best = result["best"]
     where = f"rung {best.get('rung', 0) + 1}" if kind == "rungs" else f"round {best.get('round', 0) + 1}"
     log.info(
@@ -103,6 +92,4 @@ def select_best_of_stages(
         metric,
         (best.get("metrics") or {}).get(metric),
     )
-    if tracker is not None and tracker.enabled:
-        tracker.log_leaderboard(result)
     return result

@@ -251,6 +251,7 @@ def plan_stage(
     settings: Mapping[str, Any],
     trials: list[dict[str, Any]],
     *,
+    sweep_task: str,
     extra: Mapping[str, Any],
     logged: Mapping[str, Any],
 ) -> list[dict[str, Any]]:
@@ -258,6 +259,7 @@ def plan_stage(
     Track the sweep (one MLflow run for all its stages), resolve cached trials, publish the stage's plan.
 
     :param trials: The stage's trials, in the order asked.
+    :param sweep_task: The first stage's plan task: the sweep's MLflow run is found by it.
     :param extra: Keys for the plan and the batch references (``round``, ``rung``...).
     :param logged: The sweep settings logged as the sweep run's params.
     """
@@ -273,7 +275,7 @@ def plan_stage(
         metric=settings["metric"],
         context=context,
         params_to_log=logged,
-        sweep_task=sweep["sweep_task"],
+        sweep_task=sweep_task,
     )
     cached: dict[str, dict[str, Any]] = {}
     config = None

@@ -41,7 +41,7 @@ from airflow_mlops_provider.sweeps.select import select_best
 from airflow_mlops_provider.sweeps.space import make_trial
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
 __all__ = [
     "BATCH_KEY_PREFIX",
@@ -50,6 +50,7 @@ __all__ = [
     "TRIALS_KEY",
     "plan_sweep",
     "current_records",
+    "finish_selection",
     "plan_trials",
     "select_best_trial",
     "trial_task",
@@ -197,24 +198,49 @@ def select_best_trial(
             "select_best_trial found no sweep plan and no trial results: did plan_sweep or every trial task fail?"
         )
     expected = _inline_trials(planned)
-    tracker = None
+    tracking = None
     if plan is not None:
         records = current_records(records, plan)
         expected = plan.get("trials")
-        if plan.get("tracking"):
-            from airflow_mlops_provider.sweeps.tracking import SweepTracker, TrackingConfig
-
-            tracker = SweepTracker(TrackingConfig.from_dict(plan["tracking"]), log=log)
+        tracking = plan.get("tracking")
     metric = pick(metric, params, "metric", plan.get("metric") if plan else None)
     mode = pick(mode, params, "mode", (plan or {}).get("mode") or "min")
+    ratio = pick(min_success_ratio, params, "min_success_ratio", 0.5)
+    return finish_selection(
+        lambda: select_best(
+            records, metric=metric, mode=mode, min_success_ratio=ratio, expected_trials=expected
+        ),
+        tracking,
+        metric=metric,
+        mode=mode,
+    )
+
+
+def finish_selection(
+    select: Callable[[], dict[str, Any]],
+    tracking: Mapping[str, Any] | None,
+    *,
+    metric: Any,
+    mode: Any,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """
+    Run a sweep's selection, count its cached trials, and log its leaderboard (or its error) to MLflow.
+
+    :param select: Returns ``select_best``'s result; raises ``ValueError`` (a configuration
+        error: ``AirflowFailException``) or ``SweepError`` (too few successes, raised as is).
+    :param tracking: The plan's ``TrackingConfig.as_dict()``; the sweep's run is ended.
+    :param metric: The metric, for the error's leaderboard.
+    :param mode: The mode, for the error's leaderboard.
+    :param extra: More keys for the result, before it is logged.
+    """
+    tracker = None
+    if tracking:
+        from airflow_mlops_provider.sweeps.tracking import SweepTracker, TrackingConfig
+
+        tracker = SweepTracker(TrackingConfig.from_dict(tracking), log=log)
     try:
-        result = select_best(
-            records,
-            metric=metric,
-            mode=mode,
-            min_success_ratio=pick(min_success_ratio, params, "min_success_ratio", 0.5),
-            expected_trials=expected,
-        )
+        result = select()
     except (ValueError, SweepError) as err:
         if tracker is not None and tracker.enabled:
             tracker.log_leaderboard({"error": str(err), "metric": metric, "mode": mode}, succeeded=False)
@@ -222,6 +248,7 @@ def select_best_trial(
             raise
         raise AirflowFailException(str(err)) from err
     result["n_cached"] = sum(1 for r in result["leaderboard"] if r.get("cached"))
+    result.update(extra or {})
     if tracker is not None and tracker.enabled:
         tracker.log_leaderboard(result)
     return result
