@@ -31,13 +31,17 @@ typecheck: env
 	$(VENV)/bin/mypy
 
 test-unit: env
-	$(VENV)/bin/python -m pytest tests/unit
+	$(VENV)/bin/python -m pytest tests/unit -n $(PYTEST_WORKERS)
 
 test-integration: env
 	$(VENV)/bin/python -m pytest tests/integration
 
+# The unit tests run on every core (pytest-xdist; they share nothing); everything that starts
+# real services runs in one process, since those tests count containers, leases and runs.
+PYTEST_WORKERS ?= 2
 test: lint typecheck
-	$(VENV)/bin/python -m pytest tests
+	$(VENV)/bin/python -m pytest tests/unit -n $(PYTEST_WORKERS)
+	$(VENV)/bin/python -m pytest tests --ignore=tests/unit
 
 # The version matrix: tests/unit and tests/smoke in two more envs built with uv under build/matrix:
 # "floor" (every declared minimum at once) and "latest" (a fresh resolution, no lock).

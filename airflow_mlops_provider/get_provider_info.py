@@ -217,6 +217,35 @@ def get_provider_info() -> dict[str, Any]:
                         "example": "/var/lib/airflow-mlops/gpu-leases",
                         "default": "/tmp/airflow-mlops-gpu-leases",
                     },
+                    "plugin_freshness_threshold": {
+                        "description": "The MLOps plugin's Features view marks a feature view "
+                        "stale when its last materialized window ended longer ago than this "
+                        "('90m', '2h', '1d'). A view's own tag mlops.freshness_threshold wins; "
+                        "empty: the view's TTL, and without a TTL no mark.",
+                        "version_added": "0.2.0",
+                        "type": "string",
+                        "example": "2h",
+                        "default": "",
+                    },
+                    "plugin_backend_timeout": {
+                        "description": "Seconds the MLOps plugin's pages wait for one backend "
+                        "(MLflow, Feast, the Docker engine, Kubernetes) before they show it as "
+                        "unreachable.",
+                        "version_added": "0.2.0",
+                        "type": "float",
+                        "example": "5",
+                        "default": "5",
+                    },
+                    "plugin_warm_imports": {
+                        "description": "After the first request to an MLOps page, import mlflow "
+                        "and feast in a background thread of the api-server (when connections of "
+                        "those types exist), so the Models and Features pages do not wait seconds "
+                        "for the import on first open.",
+                        "version_added": "0.2.0",
+                        "type": "boolean",
+                        "example": "False",
+                        "default": "True",
+                    },
                 },
             }
         },

@@ -32,6 +32,9 @@ from typing import IO
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / ".demo"
 VENV_BIN = Path(sys.executable).parent
+#: Where ``mlflow ui`` serves the demo's store, as the demo tells the user to start it.
+MLFLOW_UI_PORT = 5000
+MLFLOW_UI_URL = f"http://localhost:{MLFLOW_UI_PORT}"
 
 
 def say(message: str) -> None:
@@ -185,6 +188,25 @@ def sweep_in_mlflow(summary: dict, tracking_uri: str) -> tuple[str, str] | None:
     return line, info["parent_run_id"] if children or not origins else origins[0]
 
 
+def demo_connections(tracking_uri: str, example_home: Path) -> dict[str, str]:
+    """
+    The demo's ``mlflow_default`` and ``feast_default`` connections, as ``AIRFLOW_CONN_*`` values.
+
+    Every trial of the sweep is a run in the MLflow store ``tracking_uri`` (and the winner's model
+    and registry). A ``sqlite:`` store has no UI of its own, so the connection's ``ui_url`` is
+    the ``mlflow ui`` the demo tells the user to start (:data:`MLFLOW_UI_URL`): the tasks' extra
+    links "MLflow run" and "MLflow model version" point there.
+    """
+    return {
+        "AIRFLOW_CONN_MLFLOW_DEFAULT": json.dumps(
+            {"conn_type": "mlflow", "extra": {"tracking_uri": tracking_uri, "ui_url": MLFLOW_UI_URL}}
+        ),
+        "AIRFLOW_CONN_FEAST_DEFAULT": json.dumps(
+            {"conn_type": "feast", "extra": {"repo_path": str(example_home / "feature_repo")}}
+        ),
+    }
+
+
 def last_monday() -> datetime:
     now = datetime.now(timezone.utc)
     monday = (now - timedelta(days=now.weekday())).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -217,13 +239,7 @@ def main() -> int:
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
             "MLOPS_EXAMPLE_HOME": str(example_home),
             "MLOPS_EXAMPLE_RUNTIME": runtime,
-            # Every trial of the sweep is a run in this store (and the winner's model and registry).
-            "AIRFLOW_CONN_MLFLOW_DEFAULT": json.dumps(
-                {"conn_type": "mlflow", "extra": {"tracking_uri": tracking_uri}}
-            ),
-            "AIRFLOW_CONN_FEAST_DEFAULT": json.dumps(
-                {"conn_type": "feast", "extra": {"repo_path": str(example_home / "feature_repo")}}
-            ),
+            **demo_connections(tracking_uri, example_home),
         }
     )
     airflow = str(VENV_BIN / "airflow")
@@ -283,11 +299,11 @@ def main() -> int:
     )
     print(
         f"  MLflow:  cd {DEMO} && {VENV_BIN / 'mlflow'} ui --backend-store-uri sqlite:///mlflow.db "
-        "--port 5000   # http://localhost:5000"
+        f"--port {MLFLOW_UI_PORT}   # {MLFLOW_UI_URL} (the tasks' MLflow links point there)"
     )
     if sweep:
         print(
-            f"           the trials: http://localhost:5000/#/experiments/{summary['mlflow']['experiment_id']}"
+            f"           the trials: {MLFLOW_UI_URL}/#/experiments/{summary['mlflow']['experiment_id']}"
             f"/runs/{sweep[1]}"
         )
     print("=" * 72)

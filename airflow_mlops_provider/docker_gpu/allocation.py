@@ -33,7 +33,7 @@ from airflow_mlops_provider.exceptions import GpuRuntimeMissingError
 
 if TYPE_CHECKING:
     import logging
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
     from docker import APIClient
 
@@ -76,6 +76,7 @@ def allocate_gpus(
     owner: str,
     fallback: Callable[[str], None],
     logger: logging.Logger,
+    task: Mapping[str, str] | None = None,
 ) -> Grant:
     """
     Check ``host`` for the GPU request, then lease the devices; return what the container asks for.
@@ -94,6 +95,8 @@ def allocate_gpus(
     :param fallback: Called with a message when the host cannot serve the request: raises
         (``gpu_fallback="fail"``) or returns, and then the container runs without GPUs.
     :param logger: The task's logger.
+    :param task: The task instance's identity (dag_id, task_id, run_id, map_index), recorded in
+        the lease and in the waiting marker for the GPUs view.
     """
     wanted = len(gpu_ids) if gpu_ids else resources.gpus
     if not wanted or resources.gpu_vendor != "nvidia":
@@ -142,6 +145,7 @@ def allocate_gpus(
         device_ids=gpu_ids,
         busy=lambda: busy_gpu_ids(cli, exclude_name=container_name),
         owner=owner,
+        task=task,
         timeout=lease_timeout,
         logger=logger,
     )

@@ -68,6 +68,8 @@ if TYPE_CHECKING:
 __all__ = ["AUTO_REMOVE", "BURST_LINES", "GPU_FALLBACKS", "GpuDockerOperator"]
 
 _LABEL_PREFIX = "airflow-mlops."
+#: The task identity recorded in a GPU lease (and its waiting marker), for the GPUs view.
+_LEASE_TASK_KEYS = ("dag_id", "task_id", "run_id", "map_index", "try_number")
 
 # Their old names, kept importable from here.
 _stream_lines = stream_lines
@@ -230,7 +232,11 @@ class GpuDockerOperator(ResourcesPartialMixin, DockerRunSeam):
         raise GpuRuntimeMissingError(message, host=self.docker_host)
 
     def _prepare_gpus(
-        self, run: TaskContainer, resources: Resources, gpu_ids: list[str] | None
+        self,
+        run: TaskContainer,
+        resources: Resources,
+        gpu_ids: list[str] | None,
+        identity: Mapping[str, str] | None = None,
     ) -> tuple[Resources, list[str] | None]:
         """Check the host, then lease devices for ``run``; return what to request (maybe no GPU at all)."""
         from airflow_mlops_provider.docker_gpu.allocation import allocate_gpus
@@ -247,6 +253,7 @@ class GpuDockerOperator(ResourcesPartialMixin, DockerRunSeam):
             share_gpus=self.share_gpus,
             lease_timeout=self.gpu_lease_timeout,
             owner=f"{self.dag_id}.{self.task_id}/{run.name}",
+            task={k: str(v) for k, v in (identity or {}).items() if k in _LEASE_TASK_KEYS},
             fallback=self._fallback_or_fail,
             logger=self.log,  # type: ignore[arg-type]
         )
@@ -293,8 +300,9 @@ class GpuDockerOperator(ResourcesPartialMixin, DockerRunSeam):
         resources, gpu_ids, context, run = self._run_request
 
         def begin() -> Iterable[Any]:
-            ready, ids = self._prepare_gpus(run, resources, gpu_ids)
-            return self._create_and_start(run, target_mounts, ready, ids, task_identity(context))
+            identity = task_identity(context)
+            ready, ids = self._prepare_gpus(run, resources, gpu_ids, identity)
+            return self._create_and_start(run, target_mounts, ready, ids, identity)
 
         return self._until_end(context, run, begin)
 

@@ -9,7 +9,7 @@
 #
 # Usage: scripts/ci/matrix.sh [floor] [latest]        (default: both)
 # Env:   UV (.tools/bin/uv), PYTHON (python3.11), MATRIX_DIR (build/matrix, git-ignored),
-#        MATRIX_PYTEST_ARGS (tests/unit tests/smoke), MLOPS_REQUIRE_DOCKER (as for make test).
+#        MATRIX_UNIT_ARGS (tests/unit -n 2), MATRIX_PYTEST_ARGS (tests/smoke), MLOPS_REQUIRE_DOCKER (as for make test).
 #
 # Every uv call passes --no-config: from the repository root `uv pip install` would otherwise read
 # pyproject.toml's [tool.uv] constraint-dependencies (apache-airflow==3.3.2, the dev env's pin)
@@ -20,9 +20,13 @@ cd "$(dirname "$0")/../.."
 UV=${UV:-.tools/bin/uv}
 PYTHON=${PYTHON:-python3.11}
 DIR=${MATRIX_DIR:-build/matrix}
-read -r -a PYTEST_ARGS <<<"${MATRIX_PYTEST_ARGS:-tests/unit tests/smoke}"
+# Two pytest runs per env: the unit tests on every core (pytest-xdist), then the smoke set, which
+# starts real services, in one process. MATRIX_PYTEST_ARGS replaces both with one run.
+read -r -a UNIT_ARGS <<<"${MATRIX_UNIT_ARGS:-tests/unit -n ${PYTEST_WORKERS:-2}}"
+read -r -a PYTEST_ARGS <<<"${MATRIX_PYTEST_ARGS:-tests/smoke}"
+[ -z "${MATRIX_PYTEST_ARGS:-}" ] || UNIT_ARGS=()
 # The test tools, as in pyproject's dev group (redis: tests/unit/feast uses its exception types).
-TEST_TOOLS=("pytest>=8.0" "pytest-timeout>=2.3" "redis>=5.0")
+TEST_TOOLS=("pytest>=8.0" "pytest-timeout>=2.3" "pytest-xdist>=3.5" "redis>=5.0")
 ENVS=("$@")
 [ ${#ENVS[@]} -gt 0 ] || ENVS=(floor latest)
 
@@ -93,9 +97,10 @@ for env in "${ENVS[@]}"; do
     fi
     if [ "$env" = latest ]; then newest "$venv"; fi
     BUILD_S[$env]=$(($(date +%s) - start))
-    echo "::: matrix $env: built in ${BUILD_S[$env]}s; running pytest ${PYTEST_ARGS[*]}"
+    echo "::: matrix $env: built in ${BUILD_S[$env]}s; running pytest ${UNIT_ARGS[*]:-}, then ${PYTEST_ARGS[*]}"
     start=$(date +%s)
-    if env -u VIRTUAL_ENV PATH="$venv/bin:$PATH" "$venv/bin/python" -m pytest "${PYTEST_ARGS[@]}" -q -p no:cacheprovider; then
+    run_pytest() { env -u VIRTUAL_ENV PATH="$venv/bin:$PATH" "$venv/bin/python" -m pytest "$@" -q -p no:cacheprovider; }
+    if { [ ${#UNIT_ARGS[@]} -eq 0 ] || run_pytest "${UNIT_ARGS[@]}"; } && run_pytest "${PYTEST_ARGS[@]}"; then
         RESULT[$env]=passed
     else
         RESULT[$env]="tests FAILED"

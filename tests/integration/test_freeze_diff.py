@@ -112,3 +112,21 @@ def test_installing_the_provider_moves_nothing_already_installed(tmp_path, repor
         check=True,
     )
     assert proc.stdout.strip() == "airflow-mlops-provider"
+
+    # The plugin's templates and assets travel inside the wheel: the installed copy (not this
+    # checkout) renders a page and serves its stylesheet.
+    check = (
+        "import airflow_mlops_provider.plugins as p, pathlib, sys\n"
+        "root = pathlib.Path(p.__file__).parent\n"
+        "assert 'site-packages' in str(root), root\n"
+        "assert (root / 'static' / 'mlops.css').read_text().strip()\n"
+        "assert (root / 'static' / 'icon.svg').read_text().startswith('<svg')\n"
+        "from airflow_mlops_provider.plugins.render import page\n"
+        "html = page('error.html', title='T', status=404, message='<b>x</b>').body.decode()\n"
+        "assert '&lt;b&gt;x&lt;/b&gt;' in html and '/mlops/assets/mlops.css' in html, html\n"
+        "print(sorted(f.name for f in (root / 'templates').iterdir()))\n"
+    )
+    proc = subprocess.run([python, "-c", check], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "base.html" in proc.stdout
+    assert "error.html" in proc.stdout

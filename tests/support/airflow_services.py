@@ -27,8 +27,15 @@ if TYPE_CHECKING:
 class RestApi:
     """A tiny JSON client for Airflow's REST API v2."""
 
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, *, token: str | None = None) -> None:
         self.base = base
+        self.token = token
+        #: The api-server's root URL (``http://127.0.0.1:<port>``), for plugin pages and login.
+        self.root = base.rsplit("/api/v2", 1)[0]
+
+    def as_user(self, username: str, password: str) -> RestApi:
+        """Return a client that sends ``username``'s JWT (from ``POST /auth/token``)."""
+        return RestApi(self.base, token=login_token(self.root, username, password))
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
         """
@@ -49,9 +56,10 @@ class RestApi:
 
     def _call_once(self, method: str, path: str, body: dict[str, Any] | None) -> tuple[int, Any]:
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(
-            f"{self.base}{path}", data=data, method=method, headers={"Content-Type": "application/json"}
-        )
+        headers = {"Content-Type": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        request = urllib.request.Request(f"{self.base}{path}", data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
                 return response.status, json.loads(response.read() or b"null")
@@ -70,6 +78,24 @@ class RestApi:
                 return last
             time.sleep(2)
         raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+def login_token(root: str, username: str, password: str) -> str:
+    """Sign ``username`` in through the SimpleAuthManager's ``POST /auth/token``; return the JWT."""
+    request = urllib.request.Request(
+        f"{root}/auth/token",
+        data=json.dumps({"username": username, "password": password}).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return str(json.loads(response.read())["access_token"])
+
+
+def generated_passwords(airflow_home: Path) -> dict[str, str]:
+    """The SimpleAuthManager's generated passwords (``simple_auth_manager_passwords.json.generated``)."""
+    path = airflow_home / "simple_auth_manager_passwords.json.generated"
+    return dict(json.loads(path.read_text())) if path.exists() else {}
 
 
 def serve_dags(api: RestApi, *dag_ids: str, timeout: float = 240) -> None:
@@ -91,8 +117,26 @@ def serve_dags(api: RestApi, *dag_ids: str, timeout: float = 240) -> None:
 
 
 @contextmanager
-def airflow_services(dags_folder: Path, logs: Path, **extra_env: str) -> Iterator[RestApi]:
-    """Run api-server + scheduler + dag-processor on the test DB; yield a REST client."""
+def airflow_services(
+    dags_folder: Path,
+    logs: Path,
+    *,
+    users: str | None = None,
+    components: tuple[str, ...] = ("api-server", "scheduler", "dag-processor"),
+    **extra_env: str,
+) -> Iterator[RestApi]:
+    """
+    Run api-server + scheduler + dag-processor on the test DB; yield a REST client.
+
+    :param dags_folder: The DAGs folder.
+    :param logs: Where each component's output goes (``<name>.log``).
+    :param users: SimpleAuthManager users (``"alice:viewer,bob:admin"``) instead of "all admins";
+        their generated passwords are in ``generated_passwords(AIRFLOW_HOME)`` and the client
+        yielded signs in as the first of them. Set ``AIRFLOW__CORE__AUTH_MANAGER`` in
+        ``extra_env`` for another auth manager.
+    :param components: The components to start (the api-server always).
+    :param extra_env: More ``AIRFLOW__*`` settings.
+    """
     port = free_port()
     settings = dict(
         AIRFLOW__CORE__DAGS_FOLDER=str(dags_folder),
@@ -106,12 +150,20 @@ def airflow_services(dags_folder: Path, logs: Path, **extra_env: str) -> Iterato
         AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC="2",
         AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES="1",
     )
+    if users is not None:
+        settings["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS"] = "False"
+        settings["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] = users
     settings.update(extra_env)
     env = airflow_env(**settings)
     commands = {
-        "api-server": ["api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        "scheduler": ["scheduler"],
-        "dag-processor": ["dag-processor"],
+        name: args
+        for name, args in {
+            "api-server": ["api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+            "scheduler": ["scheduler"],
+            "dag-processor": ["dag-processor"],
+            "triggerer": ["triggerer"],
+        }.items()
+        if name == "api-server" or name in components
     }
     procs: list[tuple[str, subprocess.Popen[bytes]]] = []
     try:
@@ -138,6 +190,12 @@ def airflow_services(dags_folder: Path, logs: Path, **extra_env: str) -> Iterato
             return api.call("GET", "/monitor/health")[0] == 200, None
 
         api.wait_for("the api-server", up, timeout=240)
+        if users is not None:
+            from pathlib import Path as _Path
+
+            first = users.split(",")[0].split(":")[0]
+            password = generated_passwords(_Path(env["AIRFLOW_HOME"]))[first]
+            api = api.as_user(first, password)
         yield api
     finally:
         for _, proc in procs:
