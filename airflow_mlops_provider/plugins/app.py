@@ -5,7 +5,8 @@ so no other Airflow component pays for FastAPI routes or templates. Each view is
 with its own ``router``: :mod:`.sweep_view` (a DAG run's sweep), :mod:`.models_view`,
 :mod:`.features_view` and :mod:`.gpus_view` (nav pages). Every route requires a signed-in
 Airflow user (:mod:`.auth`); every response carries a Content-Security-Policy that allows no
-script, and is never cached.
+script but the app's own ``static/links.js`` (which lets a link leave the UI's sandboxed frame),
+and is never cached.
 """
 
 from __future__ import annotations
@@ -34,10 +35,11 @@ log = logging.getLogger(__name__)
 URL_PREFIX = "/mlops"
 #: The view modules; each has a ``router``.
 VIEW_MODULES = ("sweep_view", "models_view", "features_view", "gpus_view")
-#: Sent with every response: no script may run, frames only from Airflow's own origin.
+#: Sent with every response: no script but the app's own ``links.js`` (no inline script, no
+#: other origin), frames only from Airflow's own origin.
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
-        "default-src 'none'; script-src 'none'; style-src 'self'; img-src 'self' data:; "
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
         "frame-ancestors 'self'; base-uri 'none'; form-action 'self'"
     ),
     "X-Content-Type-Options": "nosniff",
@@ -99,6 +101,11 @@ def build_app() -> FastAPI:
     async def stylesheet(user: CurrentUser) -> Response:
         css = files("airflow_mlops_provider.plugins").joinpath("static/mlops.css").read_text()
         return Response(css, media_type="text/css")
+
+    @app.get("/assets/links.js", include_in_schema=False)
+    async def link_script(user: CurrentUser) -> Response:
+        js = files("airflow_mlops_provider.plugins").joinpath("static/links.js").read_text()
+        return Response(js, media_type="text/javascript")
 
     @app.get("/assets/icon.svg", include_in_schema=False)
     async def icon(user: CurrentUser) -> Response:

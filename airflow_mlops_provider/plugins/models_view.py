@@ -20,7 +20,7 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import HTMLResponse
 
 from airflow_mlops_provider.plugins import models_data
-from airflow_mlops_provider.plugins.auth import CurrentUser, readable_dag_ids
+from airflow_mlops_provider.plugins.auth import CurrentUser, can_read_dag
 from airflow_mlops_provider.plugins.render import page
 
 __all__ = ["router"]
@@ -50,14 +50,16 @@ def hide_unreadable_dags(user: Any, data: dict[str, Any]) -> dict[str, Any]:
     Drop the registering DAG run of each version whose DAG the user may not read.
 
     The ``airflow.*`` tags name a DAG, its run and task; a user who may not read that DAG in
-    Airflow does not learn them here either (the row says so instead).
+    Airflow does not learn them here either (the row says so instead). The auth manager is
+    asked once per DAG id on the page, as for a DAG of Airflow's own REST API.
     """
     rows = [v for v in data.get("versions") or [] if v.get("registered_by")]
-    if not rows:
-        return data
-    readable = readable_dag_ids(user)
+    allowed: dict[str, bool] = {}
     for version in rows:
-        if version["registered_by"]["dag_id"] not in readable:
+        dag_id = version["registered_by"]["dag_id"]
+        if dag_id not in allowed:
+            allowed[dag_id] = can_read_dag(user, dag_id, None)
+        if not allowed[dag_id]:
             version["registered_by"] = {"hidden": True}
     return data
 

@@ -2,8 +2,9 @@
 
 Everything a page shows that came from a user, a model, a tag, a parameter or an error goes
 through Jinja2's autoescaping; nothing is marked safe except the SVG that :mod:`charts` builds
-from escaped parts. The pages carry no script at all, and the app's Content-Security-Policy
-(``script-src 'none'``) keeps it so. Secrets are redacted with Airflow's masker before they reach
+from escaped parts. The pages carry no script but ``static/links.js`` (links out of
+Airflow's sandboxed frame), and the app's Content-Security-Policy (``script-src 'self'``, no
+inline script) keeps it so. Secrets are redacted with Airflow's masker before they reach
 a template (:func:`redact`).
 """
 

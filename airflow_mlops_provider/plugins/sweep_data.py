@@ -181,6 +181,24 @@ def _notices(select: Any, run_finished: bool, mlflow_ui: Mapping[str, str]) -> l
     return notices
 
 
+#: The keys of what ``select_best_trial`` returns (``sweeps.select.select_best`` + ``n_cached``).
+SELECT_KEYS = ("best", "metric", "mode", "n_trials", "n_succeeded", "n_failed")
+
+
+def select_rank(select: Mapping[str, Any]) -> tuple[int, int, int]:
+    """
+    Order the run's XComs that hold a ``leaderboard``: the sweep's own selection first.
+
+    Other tasks may return a dict with a leaderboard too (the example's ``evaluate`` and
+    ``summary`` pass on a trimmed copy); the select task's has all of :data:`SELECT_KEYS` and
+    records with ``seconds`` and ``resources``, and the longest leaderboard wins a tie.
+    """
+    board = select.get("leaderboard") or []
+    complete = sum(1 for key in SELECT_KEYS if key in select)
+    full_records = sum(1 for r in board if isinstance(r, Mapping) and "seconds" in r and "resources" in r)
+    return complete, full_records, len(board)
+
+
 def shape_sweep(
     xcoms: Sequence[Mapping[str, Any]],
     tis: Sequence[Mapping[str, Any]],
@@ -214,7 +232,7 @@ def shape_sweep(
     plans = found["plans"]
     plan_ids = sorted(plans, key=lambda t: (plans[t].get("round") or 0, plans[t].get("rung") or 0, t))
     first = plans[plan_ids[0]] if plan_ids else {}
-    select = max(found["selects"], key=lambda s: len(s["leaderboard"])) if found["selects"] else None
+    select = max(found["selects"], key=select_rank) if found["selects"] else None
     metric = (select or {}).get("metric") or first.get("metric")
     mode = (select or {}).get("mode") or first.get("mode") or "min"
     tracking = first.get("tracking") or {}

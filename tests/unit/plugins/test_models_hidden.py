@@ -28,7 +28,14 @@ def _detail() -> dict:
 
 @pytest.fixture
 def readable(monkeypatch):
-    monkeypatch.setattr(models_view, "readable_dag_ids", lambda user: {"open_dag"})
+    asked = []
+
+    def can_read(user, dag_id, entity):
+        asked.append(dag_id)
+        return dag_id == "open_dag"
+
+    monkeypatch.setattr(models_view, "can_read_dag", can_read)
+    return asked
 
 
 def test_unreadable_dag_runs_are_dropped_readable_ones_kept(readable):
@@ -37,6 +44,7 @@ def test_unreadable_dag_runs_are_dropped_readable_ones_kept(readable):
     assert hidden["registered_by"] == {"hidden": True}
     assert shown["registered_by"]["dag_id"] == "open_dag"
     assert shown["registered_by"]["run_id"] == "run_1"
+    assert readable == ["secret_dag", "open_dag"]  # once per DAG id
 
 
 def test_the_page_says_so_and_names_nothing_of_the_hidden_dag(readable):

@@ -307,7 +307,9 @@ def test_page_renders_rows_charts_and_failures_escaped():
         "sweep.html", title="Sweep of d", active="", sweep=sweep, charts=charts, rows=_shown(sweep)
     ).body
     text = html.decode()
-    assert "<script" not in text
+    # The one script is the app's own links.js (from base.html); nothing from the data.
+    assert text.count("<script") == 1
+    assert '<script src="/mlops/assets/links.js" defer></script>' in text
     assert "<svg onload" not in text
     assert "RuntimeError: &lt;script&gt;alert(1)&lt;/script&gt;" in text
     assert text.count("<tr class=") == 6
@@ -315,3 +317,27 @@ def test_page_renders_rows_charts_and_failures_escaped():
     assert text.count('target="_top" class="ti-link"') == 6 + 1 + 1  # rows, best card, failed trial
     assert text.count('<circle class="point') == 10
     assert f'id="best-trial">{sweep["best"]["trial_id"]}<' in text
+
+
+def test_the_sweeps_own_selection_wins_over_other_tasks_leaderboards():
+    """Regression: the example's `evaluate`/`summary` return trimmed leaderboards of the same length."""
+    from airflow_mlops_provider.plugins.sweep_data import select_rank
+
+    full = {"trial_id": "t1", "hparams": {}, "metrics": {"auc": 0.9}, "status": "success",
+            "resources": {"memory": 1073741824}, "seconds": 2.2, "rank": 1}  # fmt: skip
+    trimmed = {k: full[k] for k in ("trial_id", "hparams", "metrics", "status", "rank")}
+    selects = [
+        {"task_id": "evaluate", "leaderboard": [trimmed], "winner": "t1"},
+        {
+            "task_id": "select_best_trial",
+            "leaderboard": [full],
+            "best": full,
+            "metric": "auc",
+            "mode": "max",
+            "n_trials": 1,
+            "n_succeeded": 1,
+            "n_failed": 0,
+        },  # fmt: skip
+        {"task_id": "summary", "leaderboard": [trimmed, trimmed]},
+    ]
+    assert max(selects, key=select_rank)["task_id"] == "select_best_trial"
