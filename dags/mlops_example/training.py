@@ -187,7 +187,9 @@ def log_winner_to_mlflow(
         mlflow.log_params({"family": winner["family"], **winner["hparams"]})
         mlflow.log_metrics(metrics)
         mlflow.set_tags(tags)
-        mlflow.sklearn.log_model(model, name="model")
+        # cloudpickle, as MLflow wrote sklearn models before 3.17: 3.17's default (skops)
+        # refuses HistGradientBoosting's tree predictors (UntrustedTypesFoundException).
+        mlflow.sklearn.log_model(model, name="model", serialization_format="cloudpickle")
     return {
         "run_id": run.info.run_id,
         "trial_id": winner["trial_id"],

@@ -421,6 +421,9 @@ def test_every_route_answers_alice_by_token_and_by_the_ui_cookie(site: Site) -> 
             elif path.endswith(".css"):
                 assert answer.headers["content-type"].startswith("text/css")
                 assert ".badge" in answer.body
+            elif path.endswith(".js"):
+                assert answer.headers["content-type"].startswith("text/javascript")
+                assert "topDocument" in answer.body
             elif path.endswith(".svg"):
                 assert answer.headers["content-type"].startswith("image/svg+xml")
                 assert "<svg" in answer.body
