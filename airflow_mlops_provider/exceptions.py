@@ -108,3 +108,25 @@ class GpuRuntimeMissingError(GpuUnavailableError, AirflowFailException):
     :param message: What is missing and on which host.
     :param host: The Docker host or cluster that was checked.
     """
+
+
+class CheckpointError(MlopsProviderError):
+    """
+    A checkpoint could not be restored or uploaded for a reason a retry may cure (the store was
+    unreachable, a 5xx).
+
+    :param message: What happened, naming the checkpoint's location (never its credentials).
+    :param location: Where the checkpoint lives (``s3://bucket/prefix/...`` or a path).
+    """
+
+    def __init__(self, message: str, *, location: str | None = None) -> None:
+        super().__init__(message)
+        self.location = location
+
+
+class CheckpointConfigError(CheckpointError, AirflowFailException):
+    """
+    A checkpoint setting is wrong (a malformed URI, an unsupported scheme, a bucket that does not
+    exist, credentials the store refuses, a path that cannot be written, a checkpoint over
+    ``checkpoint_max_bytes``): a configuration error, never retried.
+    """

@@ -217,6 +217,67 @@ def get_provider_info() -> dict[str, Any]:
                         "example": "/var/lib/airflow-mlops/gpu-leases",
                         "default": "/tmp/airflow-mlops-gpu-leases",
                     },
+                    "checkpoint_uri": {
+                        "description": "Default checkpoint location of the container operators, "
+                        "container_trials and trial_task when their checkpoint argument is not "
+                        "given: a local or shared path, or s3://bucket/prefix. Empty: no "
+                        "checkpoints unless a task asks for them.",
+                        "version_added": "0.2.0",
+                        "type": "string",
+                        "example": "s3://ml-checkpoints/airflow",
+                        "default": "",
+                    },
+                    "checkpoint_conn_id": {
+                        "description": "Airflow aws connection for s3:// checkpoints (login: "
+                        "access key id, password: secret key, extras endpoint_url, region_name, "
+                        "aws_session_token). Empty: boto3's standard credential chain.",
+                        "version_added": "0.2.0",
+                        "type": "string",
+                        "example": "aws_checkpoints",
+                        "default": "",
+                    },
+                    "checkpoint_endpoint_url": {
+                        "description": "Endpoint URL of an S3-compatible store for s3:// "
+                        "checkpoints (MinIO, moto, Ceph). The connection's endpoint_url wins.",
+                        "version_added": "0.2.0",
+                        "type": "string",
+                        "example": "http://minio:9000",
+                        "default": "",
+                    },
+                    "checkpoint_interval": {
+                        "description": "Seconds between two periodic checkpoint uploads while "
+                        "a task runs.",
+                        "version_added": "0.2.0",
+                        "type": "float",
+                        "example": "60",
+                        "default": "60",
+                    },
+                    "checkpoint_max_bytes": {
+                        "description": "Largest checkpoint a task may upload ('10Gi', or bytes). "
+                        "A bigger one fails the task without retries. Empty: no limit.",
+                        "version_added": "0.2.0",
+                        "type": "string",
+                        "example": "20Gi",
+                        "default": "",
+                    },
+                    "checkpoint_local_dir": {
+                        "description": "Directory on the worker under which the Docker and local "
+                        "runtimes keep the working copy of each task's checkpoint (bind-mounted "
+                        "into Docker containers, so the Docker engine must see this filesystem).",
+                        "version_added": "0.2.0",
+                        "type": "string",
+                        "example": "/var/lib/airflow-mlops/checkpoints",
+                        "default": "/tmp/airflow-mlops-checkpoints",
+                    },
+                    "checkpoint_sync_image": {
+                        "description": "Image of the Kubernetes init container and sidecar that "
+                        "restore and upload checkpoints. It needs python3 and boto3, not this "
+                        "package.",
+                        "version_added": "0.2.0",
+                        "type": "string",
+                        "example": "registry.example.com/mlops-checkpoint-sync:1",
+                        "default": "",
+                    },
                     "plugin_freshness_threshold": {
                         "description": "The MLOps plugin's Features view marks a feature view "
                         "stale when its last materialized window ended longer ago than this "

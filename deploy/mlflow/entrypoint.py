@@ -14,13 +14,16 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 bucket = os.environ.get("MLFLOW_ARTIFACTS_BUCKET", "mlflow")
+# More buckets of the stack's S3 store (the Airflow tasks' checkpoints): MLOPS_EXTRA_BUCKETS="a b".
+wanted = [bucket, *os.environ.get("MLOPS_EXTRA_BUCKETS", "").split()]
 s3 = boto3.client("s3", endpoint_url=os.environ["MLFLOW_S3_ENDPOINT_URL"])
 for _attempt in range(30):
     try:
         existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
-        if bucket not in existing:
-            s3.create_bucket(Bucket=bucket)
-            sys.stderr.write(f"created bucket s3://{bucket}\n")
+        for name in wanted:
+            if name not in existing:
+                s3.create_bucket(Bucket=name)
+                sys.stderr.write(f"created bucket s3://{name}\n")
         break
     except (BotoCoreError, ClientError) as err:
         sys.stderr.write(f"S3 store not ready ({err}); retrying\n")

@@ -164,6 +164,26 @@ def test_mlflow_uses_postgres_and_s3_through_boto3(compose_config):
     assert '"--artifacts-destination",\n    f"s3://{bucket}/",' in entrypoint
 
 
+def test_checkpoints_go_to_the_stacks_s3_store(compose_config):
+    """Every Airflow service checkpoints to s3://checkpoints on the stack's S3 service, and the bucket exists."""
+    mlflow_env = compose_config["services"]["mlflow"]["environment"]
+    assert mlflow_env["MLOPS_EXTRA_BUCKETS"].split() == ["checkpoints"]
+    for name in [*AIRFLOW_SERVICES, "airflow-init"]:
+        env = compose_config["services"][name]["environment"]
+        assert env["AIRFLOW__MLOPS__CHECKPOINT_URI"] == "s3://checkpoints/airflow", name
+        assert env["AIRFLOW__MLOPS__CHECKPOINT_CONN_ID"] == "aws_checkpoints", name
+        conn = json.loads(env["AIRFLOW_CONN_AWS_CHECKPOINTS"])
+        assert conn["conn_type"] == "aws"
+        assert conn["extra"]["endpoint_url"] == "http://s3:9000"
+        # The same dev-only keys the S3 store's other client (MLflow) uses.
+        assert (conn["login"], conn["password"]) == (
+            mlflow_env["AWS_ACCESS_KEY_ID"],
+            mlflow_env["AWS_SECRET_ACCESS_KEY"],
+        )
+    entrypoint = (REPO_ROOT / "deploy/mlflow/entrypoint.py").read_text()
+    assert 'os.environ.get("MLOPS_EXTRA_BUCKETS", "").split()' in entrypoint
+
+
 def test_redis_is_the_feast_online_store(compose_config):
     services = compose_config["services"]
     assert services["redis"]["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]

@@ -1,0 +1,441 @@
+"""Atomic, incremental checkpoint sync between a working directory and a store.
+
+Layout under a checkpoint's prefix::
+
+    manifest.json                 written last: the one complete checkpoint, with every file's key and size
+    data/<generation>/<path>      the files uploaded by that generation
+
+**Upload** sends the files whose size or mtime changed since the last manifest to
+``data/<generation>/``, then writes ``manifest.json``, then deletes every object no manifest
+refers to (older generations, and what an interrupted upload left). Unchanged files keep their
+earlier key. A file that changes while it is read (its stat differs after the read) is left for
+the next upload. **Restore** reads the manifest, downloads exactly its files into a temporary
+directory, checks each size, sets each mtime back, and only then moves them into place. An
+upload cut off at any point leaves the previous manifest in place, so a half-written checkpoint is
+never restored; a manifest that cannot be read or lists a missing or wrongly sized object is
+"corrupt": nothing is restored (the caller starts from zero).
+
+Standard library only, and :mod:`~airflow_mlops_provider.checkpoints.store`: this module runs
+inside Kubernetes pods too (:func:`main` is the init container and the sidecar).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from airflow_mlops_provider.checkpoints.store import CheckpointStoreError, store_from_uri
+
+__all__ = [
+    "MANIFEST_NAME",
+    "META_NAME",
+    "CheckpointSync",
+    "CheckpointTooLargeError",
+    "PeriodicSync",
+    "RestoreResult",
+    "UploadResult",
+    "main",
+]
+
+MANIFEST_NAME = "manifest.json"
+#: The trainer's optional description of its checkpoint (``{"step": 1200}``), kept in the manifest.
+META_NAME = "mlops-checkpoint.json"
+FORMAT = 1
+_LOG = logging.getLogger(__name__)
+
+
+class CheckpointTooLargeError(CheckpointStoreError):
+    """The checkpoint is bigger than ``checkpoint_max_bytes``; nothing was uploaded (permanent)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, permanent=True)
+
+
+@dataclass
+class RestoreResult:
+    """What a restore found: ``reason`` is ``"restored"``, ``"none yet"`` or ``"corrupt: ..."``."""
+
+    restored: bool
+    generation: int | None
+    files: int
+    bytes: int
+    seconds: float
+    step: Any
+    written_at: float | None
+    reason: str
+
+
+@dataclass
+class UploadResult:
+    """What an upload sent: ``changed`` is False when nothing had changed (no new generation)."""
+
+    generation: int | None
+    files_uploaded: int
+    bytes_uploaded: int
+    files_total: int
+    bytes_total: int
+    seconds: float
+    changed: bool
+
+
+def _check_manifest(data: Any) -> dict[str, Any]:
+    """Return a manifest that has the expected shape; raise ``ValueError`` saying what is wrong."""
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ValueError(f"not a format-{FORMAT} manifest")
+    if not isinstance(data.get("generation"), int) or not isinstance(data.get("files"), dict):
+        raise ValueError("manifest lacks generation or files")
+    for rel, entry in data["files"].items():
+        if (
+            not isinstance(rel, str)
+            or rel.startswith("/")
+            or ".." in rel.split("/")
+            or not isinstance(entry, dict)
+            or not isinstance(entry.get("key"), str)
+            or not isinstance(entry.get("size"), int)
+        ):
+            raise ValueError(f"manifest entry {rel!r} is malformed")
+    return data
+
+
+class CheckpointSync:
+    """
+    Sync between ``local_dir`` and the checkpoint at ``prefix`` of ``store``.
+
+    :param store: A ``LocalStore`` or ``S3Store``.
+    :param prefix: The checkpoint's prefix in the store (``dag/run/task/-1``).
+    :param local_dir: The trainer's checkpoint directory.
+    :param max_bytes: The largest checkpoint that may be uploaded (None: no limit).
+    :param log: A logger (default: this module's).
+    """
+
+    def __init__(
+        self,
+        store: Any,
+        prefix: str,
+        local_dir: str | os.PathLike[str],
+        *,
+        max_bytes: int | None = None,
+        log: Any = None,
+    ) -> None:
+        self.store = store
+        self.prefix = prefix.strip("/")
+        self.local_dir = Path(local_dir)
+        self.max_bytes = max_bytes
+        self.log = log or _LOG
+        self._lock = threading.Lock()
+        self._manifest: dict[str, Any] | None = None
+        self._loaded = False
+
+    def _key(self, rel: str) -> str:
+        return f"{self.prefix}/{rel}" if self.prefix else rel
+
+    def read_manifest(self) -> dict[str, Any] | None:
+        """Return the stored manifest (None when there is none); ``ValueError`` when it is corrupt."""
+        raw = self.store.get_bytes(self._key(MANIFEST_NAME))
+        if raw is None:
+            return None
+        try:
+            return _check_manifest(json.loads(raw))
+        except (ValueError, UnicodeDecodeError) as err:
+            raise ValueError(f"manifest.json cannot be read ({err})") from None
+
+    # -- restore --------------------------------------------------------------------------------
+
+    def restore(self) -> RestoreResult:
+        """Replace ``local_dir``'s contents with the latest complete checkpoint (or empty it)."""
+        started = time.monotonic()
+        with self._lock:
+            try:
+                manifest = self.read_manifest()
+            except ValueError as err:
+                return self._start_from_zero(f"corrupt: {err}", started)
+            if manifest is None:
+                return self._start_from_zero("none yet", started)
+            self.local_dir.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(
+                tempfile.mkdtemp(dir=self.local_dir.parent, prefix=f".{self.local_dir.name}.restore-")
+            )
+            try:
+                total = 0
+                for rel, entry in sorted(manifest["files"].items()):
+                    target = staging / rel
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    try:
+                        self.store.get_file(self._key(entry["key"]), target)
+                    except CheckpointStoreError as err:
+                        if getattr(err, "missing", False):
+                            return self._start_from_zero(
+                                f"corrupt: object {entry['key']!r} is missing", started
+                            )
+                        raise
+                    size = target.stat().st_size
+                    if size != entry["size"]:
+                        return self._start_from_zero(
+                            f"corrupt: {rel!r} is {size} bytes, the manifest says {entry['size']}", started
+                        )
+                    if isinstance(entry.get("mtime_ns"), int):
+                        os.utime(target, ns=(entry["mtime_ns"], entry["mtime_ns"]))
+                    total += size
+                self._empty_local_dir()
+                for child in staging.iterdir():
+                    os.replace(child, self.local_dir / child.name)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+            self._manifest, self._loaded = manifest, True
+            meta: dict[str, Any] = manifest["meta"] if isinstance(manifest.get("meta"), dict) else {}
+            return RestoreResult(
+                restored=True,
+                generation=manifest["generation"],
+                files=len(manifest["files"]),
+                bytes=total,
+                seconds=time.monotonic() - started,
+                step=meta.get("step"),
+                written_at=manifest.get("created")
+                if isinstance(manifest.get("created"), (int, float))
+                else None,
+                reason="restored",
+            )
+
+    def _start_from_zero(self, reason: str, started: float) -> RestoreResult:
+        if reason.startswith("corrupt"):
+            self.log.warning("Checkpoint %s/%s is %s; not restoring it", self.store.uri, self.prefix, reason)
+            # The next upload writes a new manifest over it, and its GC removes what it listed.
+            self._manifest, self._loaded = None, True
+        else:
+            self._manifest, self._loaded = None, True
+        self._empty_local_dir()
+        return RestoreResult(False, None, 0, 0, time.monotonic() - started, None, None, reason)
+
+    def _empty_local_dir(self) -> None:
+        self.local_dir.mkdir(parents=True, exist_ok=True)
+        for child in self.local_dir.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+
+    # -- upload ---------------------------------------------------------------------------------
+
+    def _scan(self) -> dict[str, os.stat_result]:
+        files: dict[str, os.stat_result] = {}
+        if not self.local_dir.is_dir():
+            return files
+        for path in self.local_dir.rglob("*"):
+            try:
+                stat = path.lstat()
+            except FileNotFoundError:  # removed while scanning
+                continue
+            if path.is_file() and not path.is_symlink():
+                files[path.relative_to(self.local_dir).as_posix()] = stat
+        return files
+
+    def upload(self) -> UploadResult:
+        """Upload what changed since the last manifest, then the new manifest (thread-safe)."""
+        started = time.monotonic()
+        with self._lock:
+            if not self._loaded:  # e.g. reattached to a running container: continue its generations
+                try:
+                    self._manifest = self.read_manifest()
+                except ValueError:
+                    self._manifest = None
+                self._loaded = True
+            previous = (self._manifest or {}).get("files", {})
+            scanned = self._scan()
+            total = sum(stat.st_size for stat in scanned.values())
+            if self.max_bytes is not None and total > self.max_bytes:
+                raise CheckpointTooLargeError(
+                    f"checkpoint in {self.local_dir} is {total} bytes, over checkpoint_max_bytes={self.max_bytes}; "
+                    "nothing was uploaded"
+                )
+            generation = int((self._manifest or {}).get("generation", 0)) + 1
+            files: dict[str, Any] = {}
+            sent = sent_bytes = 0
+            for rel, stat in sorted(scanned.items()):
+                old = previous.get(rel)
+                if (
+                    old is not None
+                    and old.get("size") == stat.st_size
+                    and old.get("mtime_ns") == stat.st_mtime_ns
+                ):
+                    files[rel] = old
+                    continue
+                key = f"data/{generation}/{rel}"
+                self.store.put_file(self._key(key), self.local_dir / rel)
+                try:
+                    after = (self.local_dir / rel).stat()
+                except FileNotFoundError:
+                    after = None
+                if after is None or (after.st_size, after.st_mtime_ns) != (stat.st_size, stat.st_mtime_ns):
+                    self.log.debug("%s changed while it was uploaded; it goes with the next upload", rel)
+                    if old is not None:
+                        files[rel] = old
+                    continue
+                files[rel] = {"key": key, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+                sent += 1
+                sent_bytes += stat.st_size
+            if self._manifest is not None and files == previous:
+                return UploadResult(
+                    self._manifest["generation"], 0, 0, len(files), total, time.monotonic() - started, False
+                )
+            manifest = {
+                "format": FORMAT,
+                "generation": generation,
+                "created": time.time(),
+                "files": files,
+                "bytes": sum(entry["size"] for entry in files.values()),
+                "meta": self._meta(),
+            }
+            self.store.put_bytes(self._key(MANIFEST_NAME), json.dumps(manifest, sort_keys=True).encode())
+            self._manifest = manifest
+            self._collect_garbage(files)
+            return UploadResult(
+                generation, sent, sent_bytes, len(files), total, time.monotonic() - started, True
+            )
+
+    def _meta(self) -> dict[str, Any]:
+        path = self.local_dir / META_NAME
+        try:
+            if path.stat().st_size <= 64 * 1024:
+                data = json.loads(path.read_text())
+                return data if isinstance(data, dict) else {}
+        except (OSError, ValueError):
+            pass
+        return {}
+
+    def _collect_garbage(self, files: dict[str, Any]) -> None:
+        referenced = {self._key(entry["key"]) for entry in files.values()}
+        try:
+            stale = [key for key in self.store.list_keys(self._key("data")) if key not in referenced]
+            if stale:
+                self.store.delete_keys(stale)
+        except CheckpointStoreError as err:  # the manifest is written: stale objects only cost space
+            self.log.warning("Could not delete old checkpoint objects under %s: %s", self.prefix, err)
+
+    def delete(self) -> int:
+        """Delete the whole checkpoint (manifest and data); return the number of objects deleted."""
+        with self._lock:
+            keys = self.store.list_keys(self.prefix)
+            manifest = self._key(MANIFEST_NAME)
+            # The manifest first: a half-done delete leaves no manifest pointing at missing data.
+            if manifest in keys:
+                self.store.delete_keys([manifest])
+            rest = [key for key in keys if key != manifest]
+            if rest:
+                self.store.delete_keys(rest)
+            self._manifest, self._loaded = None, True
+            return len(keys)
+
+
+class PeriodicSync:
+    """
+    Upload every ``interval`` seconds in a daemon thread; :meth:`stop` makes the final upload.
+
+    :param sync: The ``CheckpointSync``.
+    :param interval: Seconds between uploads.
+    :param log: A logger.
+    """
+
+    def __init__(self, sync: CheckpointSync, interval: float, *, log: Any = None) -> None:
+        self.sync = sync
+        self.interval = interval
+        self.log = log or _LOG
+        self.errors = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="checkpoint-sync", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                result = self.sync.upload()
+                if result.changed:
+                    self.log.info(
+                        "Uploaded checkpoint generation %s: %d of %d file(s), %d bytes in %.2f s",
+                        result.generation,
+                        result.files_uploaded,
+                        result.files_total,
+                        result.bytes_uploaded,
+                        result.seconds,
+                    )
+            except CheckpointStoreError as err:
+                self.errors += 1
+                self.log.warning("Periodic checkpoint upload failed (will try again): %s", err)
+
+    def stop(self, *, final: bool = True) -> UploadResult | None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        return self.sync.upload() if final else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """
+    The Kubernetes init container (``restore``) and sidecar (``sidecar``).
+
+    Credentials come from the standard AWS environment (a Secret's ``envFrom``, or the pod's
+    identity); the endpoint from ``AWS_ENDPOINT_URL``. The sidecar uploads every ``--interval``
+    seconds and once more on SIGTERM (Kubernetes sends it after the main container exits), then
+    exits 0. Exit codes: 0 done, 2 a permanent error (a bad URI, no bucket, refused credentials,
+    too large), 1 anything else.
+    """
+    parser = argparse.ArgumentParser(prog="mlops-checkpoint-sync")
+    parser.add_argument("mode", choices=["restore", "sidecar"])
+    parser.add_argument("--uri", required=True)
+    parser.add_argument("--prefix", required=True)
+    parser.add_argument("--dir", required=True)
+    parser.add_argument("--interval", type=float, default=60.0)
+    parser.add_argument("--max-bytes", type=int, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s checkpoint: %(message)s")
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    try:
+        store = store_from_uri(args.uri, client_kwargs={"endpoint_url": endpoint} if endpoint else None)
+        sync = CheckpointSync(store, args.prefix, args.dir, max_bytes=args.max_bytes)
+        if args.mode == "restore":
+            store.check()
+            result = sync.restore()
+            os.chmod(args.dir, 0o777)
+            _LOG.info(
+                "restore of %s/%s: %s (%d files, %d bytes)",
+                store.uri,
+                args.prefix,
+                result.reason,
+                result.files,
+                result.bytes,
+            )
+            return 0
+        stopping = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+        signal.signal(signal.SIGINT, lambda *_: stopping.set())
+        while not stopping.wait(args.interval):
+            try:
+                sync.upload()
+            except CheckpointStoreError as err:
+                if err.permanent:
+                    raise
+                _LOG.warning("periodic upload failed (will try again): %s", err)
+        final = sync.upload()
+        _LOG.info("final upload: generation %s, %d file(s) sent", final.generation, final.files_uploaded)
+        return 0
+    except CheckpointStoreError as err:
+        _LOG.error("%s", err)
+        return 2 if err.permanent else 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
