@@ -245,8 +245,7 @@ def get_provider_info() -> dict[str, Any]:
                         "default": "",
                     },
                     "checkpoint_interval": {
-                        "description": "Seconds between two periodic checkpoint uploads while "
-                        "a task runs.",
+                        "description": "Seconds between two periodic checkpoint uploads while a task runs.",
                         "version_added": "0.2.0",
                         "type": "float",
                         "example": "60",

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 
 from airflow_mlops_provider._compat.docker import DockerRunSeam, container_kwargs, retrieved_output
+from airflow_mlops_provider.checkpoints.settings import CHECKPOINT_DIR_ENV, CONTAINER_CHECKPOINT_DIR
+from airflow_mlops_provider.checkpoints.task import init_checkpoint, task_session
 from airflow_mlops_provider.compute import Resources, build_docker_host_config
 from airflow_mlops_provider.docker_gpu.host import (
     GPU_IDS_LABEL,
@@ -53,6 +55,7 @@ from airflow_mlops_provider.operators.docker_args import (
     docker_resources,
     environment_at_init,
 )
+from airflow_mlops_provider.operators.docker_checkpoint import checkpoint_mount, start_checkpoint
 from airflow_mlops_provider.operators.docker_container import TaskContainer
 from airflow_mlops_provider.operators.docker_streams import (
     BURST_LINES,
@@ -63,6 +66,8 @@ from airflow_mlops_provider.operators.docker_streams import (
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from airflow_mlops_provider.checkpoints.session import CheckpointSession
 
 
 __all__ = ["AUTO_REMOVE", "BURST_LINES", "GPU_FALLBACKS", "GpuDockerOperator"]
@@ -127,12 +132,23 @@ class GpuDockerOperator(ResourcesPartialMixin, DockerRunSeam):
         renamed ``<name>-try<N>``, so a retry starts afresh.
     :param keep_container: Keep the container after it ends: the same as ``auto_remove="never"``
         (giving it with ``"success"`` or ``"force"`` is a ``ValueError``).
+    :param checkpoint: Where the container's ``$MLOPS_CHECKPOINT_DIR`` (a bind mount at
+        ``/mlops/checkpoint``) is kept between tries: a path or ``s3://bucket/prefix``; default
+        ``[mlops] checkpoint_uri``; ``""`` for none. ``checkpoint_interval``,
+        ``checkpoint_retention``, ``checkpoint_max_bytes``, ``checkpoint_conn_id`` and
+        ``checkpoint_prefix`` as in :mod:`airflow_mlops_provider.checkpoints.task`. (templated)
     :param stop_grace_period: Seconds between SIGTERM and SIGKILL for the container when the task
         is killed: 0 to 3, default 3. Airflow SIGKILLs a killed task process 5 s after its
         SIGTERM, and the container must be stopped and removed inside that time.
     """
 
-    template_fields: Sequence[str] = (*DockerRunSeam.template_fields, "env", "compute_resources", "gpu_ids")
+    template_fields: Sequence[str] = (
+        *DockerRunSeam.template_fields,
+        "env",
+        "compute_resources",
+        "gpu_ids",
+        "checkpoint",
+    )
     template_fields_renderers = {**DockerRunSeam.template_fields_renderers, "env": "json"}
     ui_color = "#d4edda"
 
@@ -156,6 +172,12 @@ class GpuDockerOperator(ResourcesPartialMixin, DockerRunSeam):
         auto_remove: str | None = None,
         keep_container: bool = False,
         stop_grace_period: int = 3,
+        checkpoint: str | None = None,
+        checkpoint_interval: float | None = None,
+        checkpoint_retention: str | None = None,
+        checkpoint_max_bytes: int | str | None = None,
+        checkpoint_conn_id: str | None = None,
+        checkpoint_prefix: str | None = None,
         **kwargs: Any,
     ) -> None:
         validate_image(image)
@@ -189,6 +211,16 @@ class GpuDockerOperator(ResourcesPartialMixin, DockerRunSeam):
         self.reattach_on_restart = reattach_on_restart
         self.keep_container = keep_container
         self.stop_grace_period = stop_grace_period
+        init_checkpoint(
+            self,
+            checkpoint=checkpoint,
+            checkpoint_interval=checkpoint_interval,
+            checkpoint_retention=checkpoint_retention,
+            checkpoint_max_bytes=checkpoint_max_bytes,
+            checkpoint_conn_id=checkpoint_conn_id,
+            checkpoint_prefix=checkpoint_prefix,
+        )
+        self._checkpoint: CheckpointSession | None = None
         self._run: TaskContainer | None = None
         self._killed = False
 
@@ -274,6 +306,9 @@ class GpuDockerOperator(ResourcesPartialMixin, DockerRunSeam):
             log=self.log,  # type: ignore[arg-type]
         )
         identity = task_identity(context)
+        self._checkpoint = task_session(self, context)
+        if self._checkpoint is not None:
+            self.environment[CHECKPOINT_DIR_ENV] = CONTAINER_CHECKPOINT_DIR
         name = self.container_name = self.container_name or deterministic_name(identity)
         self._killed = False
         self._run = run = TaskContainer(
@@ -289,7 +324,9 @@ class GpuDockerOperator(ResourcesPartialMixin, DockerRunSeam):
         if existing is not None:
             if self.reattach_on_restart:
                 lease_gpus = not self.share_gpus
-                return self._until_end(context, run, lambda: run.reattach(existing, lease_gpus=lease_gpus))
+                # The running container owns the checkpoint directory: nothing is restored.
+                begin = lambda: run.reattach(existing, lease_gpus=lease_gpus)  # noqa: E731
+                return self._until_end(context, run, begin, restore=False)
             self.log.info("Removing container %s left by a previous try (reattach_on_restart=False)", name)
             run.remove(existing["Id"])
         self._run_request = (resources, gpu_ids, context, run)
@@ -298,6 +335,8 @@ class GpuDockerOperator(ResourcesPartialMixin, DockerRunSeam):
     def run_container(self, target_mounts: list[Any]) -> Any:
         """Lease GPUs, create and start the container, follow it to its end, then finish it."""
         resources, gpu_ids, context, run = self._run_request
+        if self._checkpoint is not None:
+            target_mounts = [*target_mounts, checkpoint_mount(self._checkpoint)]
 
         def begin() -> Iterable[Any]:
             identity = task_identity(context)
@@ -306,10 +345,25 @@ class GpuDockerOperator(ResourcesPartialMixin, DockerRunSeam):
 
         return self._until_end(context, run, begin)
 
-    def _until_end(self, context: Context, run: TaskContainer, begin: Callable[[], Iterable[Any]]) -> Any:
-        """Begin the container (create and start, or reattach), follow it to its end, then finish it."""
+    def _until_end(
+        self,
+        context: Context,
+        run: TaskContainer,
+        begin: Callable[[], Iterable[Any]],
+        *,
+        restore: bool = True,
+    ) -> Any:
+        """
+        Begin the container (create and start, or reattach), follow it to its end, then finish it.
+
+        With a checkpoint: restored first (unless ``restore`` is False), uploaded periodically
+        while the container runs, and once more after the container is stopped.
+        """
         succeeded = False
+        checkpoint = self._checkpoint
         try:
+            if checkpoint is not None:
+                start_checkpoint(checkpoint, restore=restore)
             stream = begin()
             self.container = {"Id": run.id}
             result = self._follow(context, run, stream)
@@ -319,7 +373,11 @@ class GpuDockerOperator(ResourcesPartialMixin, DockerRunSeam):
             succeeded = True
             raise
         finally:
-            run.finish(succeeded=succeeded)
+            try:
+                run.finish(succeeded=succeeded)
+            finally:
+                if checkpoint is not None:
+                    checkpoint.finish(succeeded=succeeded)
 
     def _create_and_start(
         self,

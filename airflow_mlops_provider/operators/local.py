@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_mlops_provider.checkpoints.settings import CHECKPOINT_DIR_ENV
+from airflow_mlops_provider.checkpoints.task import init_checkpoint, task_session
 from airflow_mlops_provider.hooks.subprocess import TailingSubprocessHook
 from airflow_mlops_provider.operators._common import (
     RESULT_FILE_ENV,
@@ -54,6 +56,8 @@ from airflow_mlops_provider.operators._common import (
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from airflow_mlops_provider.checkpoints.session import CheckpointSession
 
 #: Seconds the process group gets between SIGTERM and SIGKILL when the task is killed.
 KILL_GRACE_SECONDS = 10
@@ -80,11 +84,20 @@ class LocalProcessOperator(ResourcesPartialMixin, BaseOperator):
     :param cwd: Working directory of the process; default the worker's. (templated)
     :param return_result_file: Return the JSON the process wrote to ``$MLOPS_RESULT_FILE``.
     :param tail_lines: How many output lines an error message carries.
+    :param checkpoint: Where the process's ``$MLOPS_CHECKPOINT_DIR`` is kept between tries: a
+        path or ``s3://bucket/prefix``; default ``[mlops] checkpoint_uri``; ``""`` for none. See
+        :mod:`airflow_mlops_provider.checkpoints`. (templated)
+    :param checkpoint_interval: Seconds between periodic uploads (``[mlops] checkpoint_interval``).
+    :param checkpoint_retention: ``"keep"`` (default) or ``"delete_on_success"``.
+    :param checkpoint_max_bytes: The largest checkpoint (``"20Gi"``); larger fails without retries.
+    :param checkpoint_conn_id: Airflow ``aws`` connection for ``s3://`` checkpoints.
+    :param checkpoint_prefix: Where under the URI the checkpoint lives instead of the task
+        instance's place (a sweep's trial).
     :param docker_kwargs: Docker-only arguments (as ``container_operator`` takes them); ignored.
     :param kubernetes_kwargs: Kubernetes-only arguments; ignored.
     """
 
-    template_fields: Sequence[str] = ("image", "command", "env", "compute_resources", "cwd")
+    template_fields: Sequence[str] = ("image", "command", "env", "compute_resources", "cwd", "checkpoint")
     template_fields_renderers = {"env": "json", "compute_resources": "json"}
     ui_color = "#d9f0d3"
 
@@ -98,6 +111,12 @@ class LocalProcessOperator(ResourcesPartialMixin, BaseOperator):
         cwd: str | None = None,
         return_result_file: bool = True,
         tail_lines: int = 50,
+        checkpoint: str | None = None,
+        checkpoint_interval: float | None = None,
+        checkpoint_retention: str | None = None,
+        checkpoint_max_bytes: int | str | None = None,
+        checkpoint_conn_id: str | None = None,
+        checkpoint_prefix: str | None = None,
         docker_kwargs: Mapping[str, Any] | None = None,
         kubernetes_kwargs: Mapping[str, Any] | None = None,
         **kwargs: Any,
@@ -116,6 +135,15 @@ class LocalProcessOperator(ResourcesPartialMixin, BaseOperator):
         self.cwd = cwd
         self.return_result_file = return_result_file
         self.tail_lines = tail_lines
+        init_checkpoint(
+            self,
+            checkpoint=checkpoint,
+            checkpoint_interval=checkpoint_interval,
+            checkpoint_retention=checkpoint_retention,
+            checkpoint_max_bytes=checkpoint_max_bytes,
+            checkpoint_conn_id=checkpoint_conn_id,
+            checkpoint_prefix=checkpoint_prefix,
+        )
         self.ignored_arguments = [
             name
             for name, value in (("docker_kwargs", docker_kwargs), ("kubernetes_kwargs", kubernetes_kwargs))
@@ -140,11 +168,28 @@ class LocalProcessOperator(ResourcesPartialMixin, BaseOperator):
                 resources.gpus,
             )
         argv = shlex.split(command) if isinstance(command, str) else [str(part) for part in command]
+        session = task_session(self, context)
+        if session is not None:
+            session.restore()
+        succeeded = False
+        try:
+            result = self._run(argv, env, session)
+            succeeded = True
+            return result
+        finally:
+            if session is not None:
+                session.finish(succeeded=succeeded)
+
+    def _run(self, argv: list[str], env: dict[str, str], session: CheckpointSession | None) -> Any:
+        """Run the process to its end (with the periodic checkpoint upload) and return its result."""
         source = f"Local process {argv!r}"
         with tempfile.TemporaryDirectory(prefix="mlops-local-") as tmp:
             result_file = Path(tmp) / "return.json"
             process_env = merge_env(env, os.environ, native_name="the worker's environment", log=self.log)
             process_env[RESULT_FILE_ENV] = str(result_file)
+            if session is not None:
+                process_env[CHECKPOINT_DIR_ENV] = str(session.local_dir)
+                session.start()
             self._hook = hook = TailingSubprocessHook(log=self.log, tail_lines=self.tail_lines)
             try:
                 # cwd=None would make the hook run in a fresh temporary directory.
