@@ -52,6 +52,8 @@ MANIFEST_NAME = "manifest.json"
 #: The trainer's optional description of its checkpoint (``{"step": 1200}``), kept in the manifest.
 META_NAME = "mlops-checkpoint.json"
 FORMAT = 1
+#: A restore's temporary directory inside the checkpoint directory (never uploaded).
+STAGING_PREFIX = ".mlops-restore-"
 _LOG = logging.getLogger(__name__)
 
 
@@ -162,10 +164,9 @@ class CheckpointSync:
                 return self._start_from_zero(f"corrupt: {err}", started)
             if manifest is None:
                 return self._start_from_zero("none yet", started)
-            self.local_dir.parent.mkdir(parents=True, exist_ok=True)
-            staging = Path(
-                tempfile.mkdtemp(dir=self.local_dir.parent, prefix=f".{self.local_dir.name}.restore-")
-            )
+            # Staged inside local_dir: the same filesystem (a mounted volume is one of its own).
+            self.local_dir.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(dir=self.local_dir, prefix=STAGING_PREFIX))
             try:
                 total = 0
                 for rel, entry in sorted(manifest["files"].items()):
@@ -187,7 +188,7 @@ class CheckpointSync:
                     if isinstance(entry.get("mtime_ns"), int):
                         os.utime(target, ns=(entry["mtime_ns"], entry["mtime_ns"]))
                     total += size
-                self._empty_local_dir()
+                self._empty_local_dir(keep=staging)
                 for child in staging.iterdir():
                     os.replace(child, self.local_dir / child.name)
             finally:
@@ -217,9 +218,11 @@ class CheckpointSync:
         self._empty_local_dir()
         return RestoreResult(False, None, 0, 0, time.monotonic() - started, None, None, reason)
 
-    def _empty_local_dir(self) -> None:
+    def _empty_local_dir(self, keep: Path | None = None) -> None:
         self.local_dir.mkdir(parents=True, exist_ok=True)
         for child in self.local_dir.iterdir():
+            if child == keep:
+                continue
             if child.is_dir() and not child.is_symlink():
                 shutil.rmtree(child)
             else:
@@ -236,7 +239,11 @@ class CheckpointSync:
                 stat = path.lstat()
             except FileNotFoundError:  # removed while scanning
                 continue
-            if path.is_file() and not path.is_symlink():
+            if (
+                path.is_file()
+                and not path.is_symlink()
+                and not path.relative_to(self.local_dir).parts[0].startswith(STAGING_PREFIX)
+            ):
                 files[path.relative_to(self.local_dir).as_posix()] = stat
         return files
 

@@ -33,6 +33,7 @@ from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperato
 from airflow.sdk import conf
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
+from airflow_mlops_provider.checkpoints.task import init_checkpoint
 from airflow_mlops_provider.compute import (
     Resources,
     build_gpu_node_affinity,
@@ -60,6 +61,11 @@ from airflow_mlops_provider.operators._common import (
     validate_command,
     validate_env,
     validate_image,
+)
+from airflow_mlops_provider.operators.kubernetes_checkpoint import (
+    add_checkpoint_to_pod,
+    check_pod_checkpoint_args,
+    checkpoint_after_success,
 )
 
 if TYPE_CHECKING:
@@ -161,6 +167,15 @@ class GpuKubernetesPodOperator(ResourcesPartialMixin, KubernetesPodOperator):
         when both are given).
     :param deferrable: Wait for the pod in the triggerer. Defaults to
         ``[operators] default_deferrable``, read when the operator is created.
+    :param checkpoint: ``s3://bucket/prefix`` where ``$MLOPS_CHECKPOINT_DIR`` (an ``emptyDir`` at
+        ``/mlops/checkpoint``) is kept between tries; default ``[mlops] checkpoint_uri``. An init
+        container restores it and a native sidecar uploads it (see
+        :mod:`airflow_mlops_provider.checkpoints.kubernetes`); the other ``checkpoint_*``
+        arguments as on every runtime. (templated)
+    :param checkpoint_sync_image: Image of those two containers (python3 and boto3); default
+        ``[mlops] checkpoint_sync_image``.
+    :param checkpoint_secret: A Secret whose keys (``AWS_ACCESS_KEY_ID``, ...) the sync
+        containers get as environment; without it boto3 uses the pod's identity.
     """
 
     template_fields: Sequence[str] = (
@@ -168,6 +183,7 @@ class GpuKubernetesPodOperator(ResourcesPartialMixin, KubernetesPodOperator):
         "command",
         "env",
         "compute_resources",
+        "checkpoint",
     )
     template_fields_renderers = {
         **KubernetesPodOperator.template_fields_renderers,
@@ -187,6 +203,14 @@ class GpuKubernetesPodOperator(ResourcesPartialMixin, KubernetesPodOperator):
         return_result_file: bool | None = None,
         do_xcom_push: bool | None = None,
         deferrable: bool | None = None,
+        checkpoint: str | None = None,
+        checkpoint_interval: float | None = None,
+        checkpoint_retention: str | None = None,
+        checkpoint_max_bytes: int | str | None = None,
+        checkpoint_conn_id: str | None = None,
+        checkpoint_prefix: str | None = None,
+        checkpoint_sync_image: str | None = None,
+        checkpoint_secret: str | None = None,
         **kwargs: Any,
     ) -> None:
         validate_image(image)
@@ -210,6 +234,17 @@ class GpuKubernetesPodOperator(ResourcesPartialMixin, KubernetesPodOperator):
         self.compute_resources = resources_for_init(resources)
         self.gpu_type_label = gpu_type_label
         self.gpu_tolerations = gpu_tolerations
+        init_checkpoint(
+            self,
+            checkpoint=checkpoint,
+            checkpoint_interval=checkpoint_interval,
+            checkpoint_retention=checkpoint_retention,
+            checkpoint_max_bytes=checkpoint_max_bytes,
+            checkpoint_conn_id=checkpoint_conn_id,
+            checkpoint_prefix=checkpoint_prefix,
+        )
+        self.checkpoint_sync_image = check_pod_checkpoint_args(checkpoint_sync_image, checkpoint_secret)
+        self.checkpoint_secret = checkpoint_secret
 
     @property
     def return_result_file(self) -> bool:
@@ -231,7 +266,7 @@ class GpuKubernetesPodOperator(ResourcesPartialMixin, KubernetesPodOperator):
         return resources_for_execute(self.compute_resources)
 
     @contextmanager
-    def _gpu_pod_fields(self) -> Iterator[Resources]:
+    def _gpu_pod_fields(self, context: Context | None = None) -> Iterator[Resources]:
         """
         Lay ``resources``, ``command`` and ``env`` over KPO's fields while the pod is built.
 
@@ -251,6 +286,8 @@ class GpuKubernetesPodOperator(ResourcesPartialMixin, KubernetesPodOperator):
             "arguments",
             "env_vars",
             "labels",
+            "init_containers",
+            "annotations",
         )
         saved = {name: getattr(self, name) for name in names}
         try:
@@ -272,6 +309,8 @@ class GpuKubernetesPodOperator(ResourcesPartialMixin, KubernetesPodOperator):
                 self.arguments = command_as_args(command)
             self.env_vars = self._env_vars_with(env)
             self.labels = {**MANAGED_BY_LABEL, **(self.labels or {})}
+            if context is not None:
+                add_checkpoint_to_pod(self, context)
             yield res
         finally:
             for name, value in saved.items():
@@ -297,7 +336,7 @@ class GpuKubernetesPodOperator(ResourcesPartialMixin, KubernetesPodOperator):
 
     def build_pod_request_obj(self, context: Context | None = None, *, dry_run: bool = False) -> k8s.V1Pod:
         """Return the V1Pod for this task, built from the rendered ``resources``, ``command`` and ``env``."""
-        with self._gpu_pod_fields() as res:
+        with self._gpu_pod_fields(context) as res:
             pod = super().build_pod_request_obj(context, dry_run=dry_run)
         self.log.info("Pod %s asks for %s", pod.metadata.name, res.to_dict() or "no explicit resources")
         return pod
@@ -341,6 +380,8 @@ class GpuKubernetesPodOperator(ResourcesPartialMixin, KubernetesPodOperator):
         result_error, self._result_file_error = self._result_file_error, None
         try:
             super().cleanup(pod, remote_pod, *args, **kwargs)
+            if exit_code == 0:
+                checkpoint_after_success(self, pod)
         except AirflowSkipException:
             raise
         except AirflowException as err:
