@@ -246,7 +246,7 @@ class CheckpointSession:
                 raise translated from err
             self.log.warning("%s; the retry gets the last periodic upload", translated)
 
-    def delete(self) -> int:
+    def delete(self, *, reason: str = "checkpoint_retention='delete_on_success'") -> int:
         """Delete the checkpoint in the store and the working directory; return the objects deleted."""
         from airflow_mlops_provider.checkpoints.store import CheckpointStoreError
 
@@ -256,11 +256,7 @@ class CheckpointSession:
             self.log.warning("Could not delete the checkpoint at %s: %s", self.location, err)
             return 0
         shutil.rmtree(self.local_dir, ignore_errors=True)
-        self.log.info(
-            "Deleted checkpoint %s (%d object(s)): checkpoint_retention='delete_on_success'",
-            self.location,
-            count,
-        )
+        self.log.info("Deleted checkpoint %s (%d object(s)): %s", self.location, count, reason)
         return count
 
     def __enter__(self) -> CheckpointSession:

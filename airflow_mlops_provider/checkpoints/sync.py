@@ -37,16 +37,8 @@ from typing import Any
 
 from airflow_mlops_provider.checkpoints.store import CheckpointStoreError, store_from_uri
 
-__all__ = [
-    "MANIFEST_NAME",
-    "META_NAME",
-    "CheckpointSync",
-    "CheckpointTooLargeError",
-    "PeriodicSync",
-    "RestoreResult",
-    "UploadResult",
-    "main",
-]
+__all__ = ["MANIFEST_NAME", "META_NAME", "CheckpointSync", "CheckpointTooLargeError", "PeriodicSync"]
+__all__ += ["RestoreResult", "UploadResult", "main"]
 
 MANIFEST_NAME = "manifest.json"
 #: The trainer's optional description of its checkpoint (``{"step": 1200}``), kept in the manifest.
@@ -195,26 +187,18 @@ class CheckpointSync:
                 shutil.rmtree(staging, ignore_errors=True)
             self._manifest, self._loaded = manifest, True
             meta: dict[str, Any] = manifest["meta"] if isinstance(manifest.get("meta"), dict) else {}
+            created = manifest.get("created")
+            written_at = float(created) if isinstance(created, (int, float)) else None
+            seconds, files = time.monotonic() - started, len(manifest["files"])
+            step = meta.get("step")
             return RestoreResult(
-                restored=True,
-                generation=manifest["generation"],
-                files=len(manifest["files"]),
-                bytes=total,
-                seconds=time.monotonic() - started,
-                step=meta.get("step"),
-                written_at=manifest.get("created")
-                if isinstance(manifest.get("created"), (int, float))
-                else None,
-                reason="restored",
+                True, manifest["generation"], files, total, seconds, step, written_at, "restored"
             )
 
     def _start_from_zero(self, reason: str, started: float) -> RestoreResult:
-        if reason.startswith("corrupt"):
+        if reason.startswith("corrupt"):  # the next upload's manifest replaces it; its GC cleans up
             self.log.warning("Checkpoint %s/%s is %s; not restoring it", self.store.uri, self.prefix, reason)
-            # The next upload writes a new manifest over it, and its GC removes what it listed.
-            self._manifest, self._loaded = None, True
-        else:
-            self._manifest, self._loaded = None, True
+        self._manifest, self._loaded = None, True
         self._empty_local_dir()
         return RestoreResult(False, None, 0, 0, time.monotonic() - started, None, None, reason)
 
@@ -278,11 +262,15 @@ class CheckpointSync:
                     files[rel] = old
                     continue
                 key = f"data/{generation}/{rel}"
-                self.store.put_file(self._key(key), self.local_dir / rel)
                 try:
-                    after = (self.local_dir / rel).stat()
-                except FileNotFoundError:
+                    self.store.put_file(self._key(key), self.local_dir / rel)
+                    after: os.stat_result | None = (self.local_dir / rel).stat()
+                except FileNotFoundError:  # renamed or removed since the scan (a trainer's tmp file)
                     after = None
+                except OSError as err:
+                    raise CheckpointStoreError(
+                        f"cannot read checkpoint file {str(self.local_dir / rel)!r}: {err.strerror or err}"
+                    ) from err
                 if after is None or (after.st_size, after.st_mtime_ns) != (stat.st_size, stat.st_mtime_ns):
                     self.log.debug("%s changed while it was uploaded; it goes with the next upload", rel)
                     if old is not None:
@@ -370,15 +358,14 @@ class PeriodicSync:
             try:
                 result = self.sync.upload()
                 if result.changed:
+                    what = f"{result.files_uploaded} of {result.files_total} file(s), {result.bytes_uploaded} bytes"
                     self.log.info(
-                        "Uploaded checkpoint generation %s: %d of %d file(s), %d bytes in %.2f s",
+                        "Uploaded checkpoint generation %s: %s in %.2f s",
                         result.generation,
-                        result.files_uploaded,
-                        result.files_total,
-                        result.bytes_uploaded,
+                        what,
                         result.seconds,
                     )
-            except CheckpointStoreError as err:
+            except Exception as err:  # the trainer must not lose its sync thread
                 self.errors += 1
                 self.log.warning("Periodic checkpoint upload failed (will try again): %s", err)
 
@@ -417,14 +404,8 @@ def main(argv: list[str] | None = None) -> int:
             store.check()
             result = sync.restore()
             os.chmod(args.dir, 0o777)
-            _LOG.info(
-                "restore of %s/%s: %s (%d files, %d bytes)",
-                store.uri,
-                args.prefix,
-                result.reason,
-                result.files,
-                result.bytes,
-            )
+            what = f"{result.reason} ({result.files} files, {result.bytes} bytes)"
+            _LOG.info("restore of %s/%s: %s", store.uri, args.prefix, what)
             return 0
         stopping = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stopping.set())

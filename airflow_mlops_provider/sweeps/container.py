@@ -44,6 +44,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_mlops_provider._compat.airflow import nested_execute
+from airflow_mlops_provider.checkpoints.settings import CheckpointOptions, trial_prefix
 from airflow_mlops_provider.compute import Resources
 from airflow_mlops_provider.compute.quantities import format_k8s_quantity
 from airflow_mlops_provider.operators._common import (
@@ -149,6 +150,10 @@ class ContainerTrialOperator(ResourcesPartialMixin, BaseOperator):
         ``gpu_type_label``, ...); used on the ``kubernetes`` runtime. ``deferrable=True`` is refused.
     :param local_kwargs: Arguments of ``LocalProcessOperator`` (``cwd``, ``tail_lines``); used on
         the ``local`` runtime.
+    :param checkpoint: Where each trial's ``$MLOPS_CHECKPOINT_DIR`` is kept, per ``trial_id`` (a
+        retry and the next rung of halving resume it); with ``checkpoint_interval``,
+        ``checkpoint_max_bytes`` and ``checkpoint_conn_id`` as on the container operators, and
+        the Kubernetes-only ``checkpoint_sync_image`` in ``kubernetes_kwargs``. (templated per trial)
     """
 
     template_fields: Sequence[str] = ()
@@ -167,8 +172,18 @@ class ContainerTrialOperator(ResourcesPartialMixin, BaseOperator):
         docker_kwargs: Mapping[str, Any] | None = None,
         kubernetes_kwargs: Mapping[str, Any] | None = None,
         local_kwargs: Mapping[str, Any] | None = None,
+        checkpoint: str | None = None,
+        checkpoint_interval: float | None = None,
+        checkpoint_max_bytes: int | str | None = None,
+        checkpoint_conn_id: str | None = None,
         **kwargs: Any,
     ) -> None:
+        self.checkpoint_options = CheckpointOptions.from_args(
+            checkpoint=checkpoint,
+            checkpoint_interval=checkpoint_interval,
+            checkpoint_max_bytes=checkpoint_max_bytes,
+            checkpoint_conn_id=checkpoint_conn_id,
+        )
         super().__init__(**kwargs)
         self.runtime = resolve_runtime(runtime)
         given = {"docker": docker_kwargs, "kubernetes": kubernetes_kwargs, "local": local_kwargs}
@@ -196,6 +211,7 @@ class ContainerTrialOperator(ResourcesPartialMixin, BaseOperator):
         """``BaseOperator.partial``, with the static arguments checked (and the runtime resolved) at parse time."""
         runtime = resolve_runtime(kwargs.get("runtime"))
         check_arguments(runtime, kwargs, partial=True)
+        CheckpointOptions.from_kwargs(kwargs)
         return super().partial(**{**kwargs, "runtime": runtime})
 
     # -- execute --------------------------------------------------------------------------
@@ -235,6 +251,11 @@ class ContainerTrialOperator(ResourcesPartialMixin, BaseOperator):
             kwargs["labels"] = {**dict(kwargs.get("labels") or {}), KUBERNETES_TRIAL_LABEL: tid}
             kwargs["name"] = f"trial-{tid[:12]}-{self.task_id}"
             kwargs["deferrable"] = False
+        if self.checkpoint_options != CheckpointOptions():
+            kwargs.update(
+                self.checkpoint_options.as_kwargs(),
+                checkpoint_prefix=trial_prefix(identity["dag_id"], identity["run_id"], tid),
+            )
         resources = trial.get("resources") or self.compute_resources
         # The trial's operator has no DAG: it renders as this task does (native or text).
         native = self.render_template_as_native_obj

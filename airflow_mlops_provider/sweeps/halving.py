@@ -18,7 +18,11 @@ A trial gets its ``budget`` as an argument (Python trials that name it) or ``$ML
 (containers; also ``{{ trial.budget }}``). A promoted trial keeps its ``trial_id``: in MLflow it
 is one run with its metric per rung (the rung is the MLflow step).
 
-A promoted trial starts over at its larger budget: there is no checkpoint to resume from yet.
+With a checkpoint (``trial_task(checkpoint=...)``, ``container_trials(checkpoint=...)`` or
+``[mlops] checkpoint_uri``) a promoted trial resumes: its checkpoint is kept per ``trial_id``,
+so the next rung restores what the previous rung left in ``$MLOPS_CHECKPOINT_DIR`` and trains on
+up to its larger budget (see :mod:`airflow_mlops_provider.sweeps.checkpoints`). Without one it
+starts over at its larger budget.
 """
 
 from __future__ import annotations
@@ -293,6 +297,9 @@ def halving_sweep(
     n_trials: int,
     max_trials: int | None = None,
     group_id: str | None = None,
+    delete_checkpoints: str | None = None,
+    checkpoint: str | None = None,
+    checkpoint_conn_id: str | None = None,
     **kwargs: Any,
 ) -> XComArg:
     """
@@ -306,9 +313,23 @@ def halving_sweep(
     :param max_trials: Most first-rung trials a run may ask for (default: the form's maximum);
         a DAG param ``n_trials`` whose default is over it is refused at parse time.
     :param group_id: An outer task group around the rungs, or None.
+    :param delete_checkpoints: ``"losers"`` or ``"all"``: the selection deletes those trials'
+        checkpoints; None keeps them.
+    :param checkpoint: Where the trials' checkpoints are, for ``delete_checkpoints``: default the
+        ``@trial_task``'s ``checkpoint``, else ``[mlops] checkpoint_uri`` (give it for container
+        trials that set their own).
+    :param checkpoint_conn_id: Its ``aws`` connection; default the ``@trial_task``'s.
     :param kwargs: As for :func:`~airflow_mlops_provider.sweeps.rounds.adaptive_sweep`.
     :raises ValueError: at parse time, on a bad schedule or static argument.
     """
+    from airflow_mlops_provider.sweeps.checkpoints import check_delete_checkpoints
+
+    check_delete_checkpoints(delete_checkpoints)
+    trial_options = getattr(trials, "checkpoint_options", None)
+    if checkpoint is None and trial_options is not None:
+        checkpoint = trial_options.checkpoint
+    if checkpoint_conn_id is None and trial_options is not None:
+        checkpoint_conn_id = trial_options.conn_id
     if not isinstance(schedule, Halving):
         raise ValueError(f"schedule must be halving(min_budget, max_budget, eta), got {schedule!r}")
     check_count("n_trials", n_trials)
@@ -343,7 +364,13 @@ def halving_sweep(
 
     def select(plan_ids: list[str], results: list[Any]) -> Any:
         return select_best_of_stages.override(task_id="select_best")(
-            results, plan_ids, kind="rungs", min_success_ratio=kwargs.get("min_success_ratio")
+            results,
+            plan_ids,
+            kind="rungs",
+            min_success_ratio=kwargs.get("min_success_ratio"),
+            delete_checkpoints=delete_checkpoints,
+            checkpoint=checkpoint,
+            checkpoint_conn_id=checkpoint_conn_id,
         )
 
     best, _ = build_stages(

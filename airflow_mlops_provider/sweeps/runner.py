@@ -9,12 +9,14 @@ only in ``run_one``, which runs one trial and returns its raw result, raising
 from __future__ import annotations
 
 import inspect
+import os
 import time
 import traceback
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
+from airflow_mlops_provider.checkpoints.settings import CHECKPOINT_DIR_ENV
 from airflow_mlops_provider.operators._common import task_identity
 from airflow_mlops_provider.sweeps.records import (
     TrialFailure,
@@ -33,7 +35,7 @@ if TYPE_CHECKING:
 __all__ = ["python_trial_runner", "run_batch", "trials_of"]
 
 #: Arguments a Python trial function receives when its signature names them.
-EXTRA_ARGS = ("trial_id", "resources", "mlflow_run_id", "budget")
+EXTRA_ARGS = ("trial_id", "resources", "mlflow_run_id", "budget", "checkpoint_dir")
 #: Seconds between two queries of the whole sweep's progress (one MLflow search each).
 SWEEP_PROGRESS_EVERY = 10.0
 
@@ -62,8 +64,9 @@ def python_trial_runner(fn: Callable[..., Any]) -> Callable[[Mapping[str, Any], 
     Return a ``run_one`` that calls ``fn(**hparams)``; an exception becomes a :class:`TrialFailure`.
 
     ``fn`` also receives ``trial_id``, ``resources``, ``mlflow_run_id`` (the trial's MLflow
-    run, None without tracking) and ``budget`` (successive halving's rung budget, else None)
-    when its signature names them.
+    run, None without tracking), ``budget`` (successive halving's rung budget, else None) and
+    ``checkpoint_dir`` (the trial's checkpoint directory, else None) when its signature names
+    them. With a checkpoint, ``$MLOPS_CHECKPOINT_DIR`` is also set while ``fn`` runs.
     """
     wanted = [name for name in EXTRA_ARGS if _accepts(fn, name)]
 
@@ -74,7 +77,16 @@ def python_trial_runner(fn: Callable[..., Any]) -> Callable[[Mapping[str, Any], 
                 raise AirflowFailException(
                     f"trial parameter {name!r} clashes with the argument of the same name of {fn.__name__}"
                 )
-            kwargs[name] = extra_env.get("MLFLOW_RUN_ID") if name == "mlflow_run_id" else trial.get(name)
+            if name == "mlflow_run_id":
+                kwargs[name] = extra_env.get("MLFLOW_RUN_ID")
+            elif name == "checkpoint_dir":
+                kwargs[name] = extra_env.get(CHECKPOINT_DIR_ENV)
+            else:
+                kwargs[name] = trial.get(name)
+        checkpoint_dir = extra_env.get(CHECKPOINT_DIR_ENV)
+        previous = os.environ.get(CHECKPOINT_DIR_ENV)
+        if checkpoint_dir is not None:
+            os.environ[CHECKPOINT_DIR_ENV] = checkpoint_dir
         try:
             return fn(**kwargs)
         except AirflowFailException:
@@ -82,6 +94,12 @@ def python_trial_runner(fn: Callable[..., Any]) -> Callable[[Mapping[str, Any], 
         except Exception as err:
             tail = traceback.format_exception(err)[-3:]
             raise TrialFailure(f"{type(err).__name__}: {err}", tail=[t.rstrip() for t in tail]) from err
+        finally:
+            if checkpoint_dir is not None:
+                if previous is None:
+                    os.environ.pop(CHECKPOINT_DIR_ENV, None)
+                else:
+                    os.environ[CHECKPOINT_DIR_ENV] = previous
 
     return run_one
 

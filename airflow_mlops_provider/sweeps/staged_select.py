@@ -48,6 +48,9 @@ def select_best_of_stages(
     metric: str | None = None,
     mode: str | None = None,
     min_success_ratio: float | None = None,
+    delete_checkpoints: str | None = None,
+    checkpoint: str | None = None,
+    checkpoint_conn_id: str | None = None,
 ) -> dict[str, Any]:
     """
     Pick the best trial of a staged sweep and return it with the leaderboard of every stage.
@@ -65,7 +68,16 @@ def select_best_of_stages(
     :param mode: ``"min"`` or ``"max"``; default the plan's.
     :param min_success_ratio: Default the ``min_success_ratio`` DAG param, then 0.5. For rungs,
         the share of the first rung's trials.
+    :param delete_checkpoints: ``"losers"``, ``"all"`` or None, as for ``select_best_trial``.
+    :param checkpoint: The trials' checkpoint URI; default ``[mlops] checkpoint_uri``.
+    :param checkpoint_conn_id: Its ``aws`` connection.
     """
+    from airflow_mlops_provider.sweeps.checkpoints import check_delete_checkpoints, delete_trial_checkpoints
+
+    try:
+        check_delete_checkpoints(delete_checkpoints)
+    except ValueError as err:
+        raise AirflowFailException(str(err)) from err
     from airflow_mlops_provider.sweeps.halving import rank_rungs
 
     context = get_current_context()
@@ -91,5 +103,12 @@ def select_best_of_stages(
         where,
         metric,
         (best.get("metrics") or {}).get(metric),
+    )
+    delete_trial_checkpoints(
+        result,
+        delete_checkpoints,
+        context=context,
+        checkpoint=checkpoint,
+        checkpoint_conn_id=checkpoint_conn_id,
     )
     return result

@@ -72,8 +72,15 @@ def trial_task(python_callable: Callable[..., Any] | None = None, **task_kwargs:
     directly (one trial per task, untracked).
 
     :param python_callable: The per-trial function (when used as ``@trial_task``).
-    :param task_kwargs: Passed to ``@task`` (``task_id``, ``retries``, ``pool``, ...).
+    :param task_kwargs: Passed to ``@task`` (``task_id``, ``retries``, ``pool``, ...), except the
+        checkpoint arguments (``checkpoint``, ``checkpoint_interval``, ``checkpoint_max_bytes``,
+        ``checkpoint_conn_id``): each trial's checkpoint is kept per ``trial_id`` (see
+        :mod:`airflow_mlops_provider.sweeps.checkpoints`).
     """
+
+    from airflow_mlops_provider.sweeps.checkpoints import pop_checkpoint_options, with_trial_checkpoints
+
+    checkpoint = pop_checkpoint_options(task_kwargs)
 
     def decorate(fn: Callable[..., Any]) -> Any:
         runner = python_trial_runner(fn)
@@ -85,9 +92,8 @@ def trial_task(python_callable: Callable[..., Any] | None = None, **task_kwargs:
             hparams: dict[str, Any] | None = None,
             resources: dict[str, Any] | None = None,
         ) -> list[dict[str, Any]]:
-            context = None
+            context = _current_context_or_none() if batch is None else get_current_context()
             if batch is not None:
-                context = get_current_context()
                 trials = trials_of(batch, context)
             if trials is None:
                 if hparams is None:
@@ -98,17 +104,31 @@ def trial_task(python_callable: Callable[..., Any] | None = None, **task_kwargs:
                 if trial_id is not None:
                     trial["trial_id"] = trial_id
                 trials = [trial]
-            return run_batch(runner, trials=trials, context=context, log=log, ref=batch)
+            run_one = with_trial_checkpoints(runner, checkpoint, context, log)
+            return run_batch(
+                run_one, trials=trials, context=context if batch is not None else None, log=log, ref=batch
+            )
 
         run_batch_task.__name__ = fn.__name__
         run_batch_task.__qualname__ = fn.__qualname__
         run_batch_task.__doc__ = fn.__doc__
         run_batch_task.__module__ = fn.__module__
-        return task(**task_kwargs)(run_batch_task)
+        decorated = task(**task_kwargs)(run_batch_task)
+        # halving_sweep(delete_checkpoints=...) deletes the trials' checkpoints where they are.
+        decorated.checkpoint_options = checkpoint
+        return decorated
 
     if python_callable is not None:
         return decorate(python_callable)
     return decorate
+
+
+def _current_context_or_none() -> Any:
+    """The running task's context; None when called outside a task (a trial function run directly)."""
+    try:
+        return get_current_context()
+    except RuntimeError:
+        return None
 
 
 def _plan_of(planned: Any, context: Any) -> dict[str, Any] | None:
@@ -172,6 +192,9 @@ def select_best_trial(
     metric: str | None = None,
     mode: str | None = None,
     min_success_ratio: float | None = None,
+    delete_checkpoints: str | None = None,
+    checkpoint: str | None = None,
+    checkpoint_conn_id: str | None = None,
 ) -> dict[str, Any]:
     """
     Pick the best trial of a sweep and return it with the leaderboard (see ``select_best``).
@@ -188,7 +211,17 @@ def select_best_trial(
     :param metric: The metric; defaults to the ``metric`` DAG param. (templated)
     :param mode: ``"min"`` or ``"max"``; defaults to the ``mode`` DAG param, then ``"min"``. (templated)
     :param min_success_ratio: Defaults to the ``min_success_ratio`` DAG param, then 0.5. (templated)
+    :param delete_checkpoints: After the selection, delete the trials' checkpoints: ``"losers"``
+        (all but the best) or ``"all"``; None keeps them.
+    :param checkpoint: The trials' checkpoint URI; default ``[mlops] checkpoint_uri``.
+    :param checkpoint_conn_id: Its ``aws`` connection; default ``[mlops] checkpoint_conn_id``.
     """
+    from airflow_mlops_provider.sweeps.checkpoints import check_delete_checkpoints, delete_trial_checkpoints
+
+    try:
+        check_delete_checkpoints(delete_checkpoints)
+    except ValueError as err:
+        raise AirflowFailException(str(err)) from err
     context = get_current_context()
     params = dag_params()
     plan = _plan_of(planned, context)
@@ -206,7 +239,7 @@ def select_best_trial(
     metric = pick(metric, params, "metric", plan.get("metric") if plan else None)
     mode = pick(mode, params, "mode", (plan or {}).get("mode") or "min")
     ratio = pick(min_success_ratio, params, "min_success_ratio", 0.5)
-    return finish_selection(
+    result = finish_selection(
         lambda: select_best(
             records, metric=metric, mode=mode, min_success_ratio=ratio, expected_trials=expected
         ),
@@ -214,6 +247,14 @@ def select_best_trial(
         metric=metric,
         mode=mode,
     )
+    delete_trial_checkpoints(
+        result,
+        delete_checkpoints,
+        context=context,
+        checkpoint=checkpoint,
+        checkpoint_conn_id=checkpoint_conn_id,
+    )
+    return result
 
 
 def finish_selection(
