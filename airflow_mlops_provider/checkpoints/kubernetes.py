@@ -42,6 +42,8 @@ __all__ = [
     "VOLUME_NAME",
     "bootstrap_command",
     "checkpoint_pod_parts",
+    "sync_identity",
+    "sync_sidecar_done",
     "sync_source",
 ]
 
@@ -93,6 +95,7 @@ def checkpoint_pod_parts(
     image: str,
     secret: str | None = None,
     endpoint_url: str | None = None,
+    security_context: Any = None,
 ) -> dict[str, Any]:
     """
     Return what a pod needs for its checkpoint: ``volume``, ``mount`` and ``env`` for the base
@@ -103,6 +106,7 @@ def checkpoint_pod_parts(
     :param image: The sync image (python3 and boto3).
     :param secret: A Secret whose keys become the sync containers' environment (credentials).
     :param endpoint_url: The S3-compatible endpoint, if any.
+    :param security_context: The sync containers' ``V1SecurityContext`` (see :func:`sync_identity`).
     :raises ValueError: naming the value, for a local path (it is on the worker, not in the pod).
     """
     from kubernetes.client import models as k8s
@@ -129,6 +133,7 @@ def checkpoint_pod_parts(
         env_from=env_from,
         volume_mounts=[mount],
         resources=small,
+        security_context=security_context,
     )
     sidecar = k8s.V1Container(
         name=SYNC_CONTAINER,
@@ -138,6 +143,7 @@ def checkpoint_pod_parts(
         env_from=env_from,
         volume_mounts=[mount],
         resources=small,
+        security_context=security_context,
         restart_policy="Always",
     )
     return {
@@ -151,3 +157,53 @@ def checkpoint_pod_parts(
 def endpoint_of(settings: CheckpointSettings) -> str | None:
     """The endpoint URL the pod should use (the connection's ``endpoint_url``, else ``[mlops]``'s)."""
     return settings.client_kwargs().get("endpoint_url") or settings.endpoint_url
+
+
+_IDENTITY_KEYS = {"run_as_user": "runAsUser", "run_as_group": "runAsGroup", "run_as_non_root": "runAsNonRoot"}
+
+
+def sync_identity(container_security_context: Any) -> Any:
+    """
+    Return the sync containers' ``V1SecurityContext``: the base container's user and group only.
+
+    The restored files and directories then belong to the user the trainer runs as, so it can
+    write into them, and the sidecar can read what it writes. Nothing else (capabilities,
+    privileges) is copied. None when the base container sets no user (the pod's
+    ``security_context``, if any, applies to every container anyway).
+
+    :param container_security_context: The operator's ``container_security_context`` (a
+        ``V1SecurityContext`` or a dict, keys in either spelling), or None.
+    """
+    from kubernetes.client import models as k8s
+
+    if container_security_context is None:
+        return None
+    found: dict[str, Any] = {}
+    for attr, key in _IDENTITY_KEYS.items():
+        if isinstance(container_security_context, dict):
+            value = container_security_context.get(key, container_security_context.get(attr))
+        else:
+            value = getattr(container_security_context, attr, None)
+        if value is not None:
+            found[attr] = value
+    return k8s.V1SecurityContext(**found) if found else None
+
+
+def sync_sidecar_done(remote_pod: Any) -> bool:
+    """
+    Whether the pod's sync sidecar has finished its final upload (or never ran, or the pod is gone).
+
+    :param remote_pod: The pod as the API server reports it (``V1Pod``), or None.
+    """
+    status = getattr(remote_pod, "status", None)
+    if status is None:
+        return True
+    for container in status.init_container_statuses or []:
+        if container.name == SYNC_CONTAINER:
+            state = container.state
+            if state is not None and state.terminated is not None:
+                return True
+            # Not started yet (waiting) and never to start: the pod has ended.
+            running = state is not None and state.running is not None
+            return not running and status.phase in ("Succeeded", "Failed")
+    return True

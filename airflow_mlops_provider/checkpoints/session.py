@@ -20,6 +20,7 @@ path that cannot be written, a checkpoint over ``checkpoint_max_bytes``) is a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -199,6 +200,9 @@ class CheckpointSession:
         from airflow_mlops_provider.checkpoints.store import CheckpointStoreError
         from airflow_mlops_provider.checkpoints.sync import CheckpointTooLargeError
 
+        # Below the trainer: on Linux a thread has its own nice value (the worker keeps its own).
+        with contextlib.suppress(AttributeError, OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
         while not self._stop.wait(self.settings.interval):
             try:
                 self.upload()
@@ -226,9 +230,10 @@ class CheckpointSession:
         Stop the periodic upload, upload the final state, then apply ``checkpoint_retention``.
 
         After success with ``"delete_on_success"`` nothing is uploaded: the checkpoint and the
-        working directory are deleted. A failed final upload after a failure is logged (the
-        retry gets the last periodic upload); after success it raises, so a ``"keep"``
-        checkpoint is never silently missing.
+        working directory are deleted. After a final upload the worker's working copy is removed
+        (a retry restores from the store). A failed final upload after a failure is logged (the
+        retry gets the last periodic upload) and the working copy kept; after success it raises,
+        so a ``"keep"`` checkpoint is never silently missing.
 
         :raises CheckpointConfigError: the checkpoint is over ``checkpoint_max_bytes``.
         """
@@ -245,6 +250,9 @@ class CheckpointSession:
             if succeeded or getattr(err, "permanent", False):
                 raise translated from err
             self.log.warning("%s; the retry gets the last periodic upload", translated)
+            return
+        # The store holds it now, and a retry restores from the store: the worker's copy goes.
+        shutil.rmtree(self.local_dir, ignore_errors=True)
 
     def delete(self, *, reason: str = "checkpoint_retention='delete_on_success'") -> int:
         """Delete the checkpoint in the store and the working directory; return the objects deleted."""

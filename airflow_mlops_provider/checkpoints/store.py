@@ -11,6 +11,7 @@ refused credentials or a path that cannot be written cannot).
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -23,6 +24,8 @@ __all__ = ["CheckpointStoreError", "LocalStore", "S3Store", "parse_checkpoint_ur
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 _EXPECTED = "expected an absolute path, file:///path or s3://bucket/prefix"
+#: Local errors that no retry cures.
+_NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.ENOTDIR, errno.EDQUOT}
 #: S3 error codes that no retry cures.
 _NO_BUCKET = {"NoSuchBucket"}
 _REFUSED = {
@@ -172,12 +175,16 @@ class LocalStore:
         except OSError as err:
             raise CheckpointStoreError(
                 f"could not write {target} in checkpoint store {self.uri!r}: {err.strerror or err}",
-                permanent=err.errno in (13, 30, 28),  # EACCES, EROFS, ENOSPC
+                permanent=err.errno in _NOT_WRITABLE,
             ) from err
 
     def put_file(self, key: str, path: str | os.PathLike[str]) -> None:
         with open(path, "rb") as source:
             self._atomic_write(self._path(key), lambda out: shutil.copyfileobj(source, out, 1 << 20))
+
+    def put_stream(self, key: str, stream: Any) -> None:
+        """Write the rest of the open binary ``stream`` to ``key`` (atomically)."""
+        self._atomic_write(self._path(key), lambda out: shutil.copyfileobj(stream, out, 1 << 20))
 
     def get_file(self, key: str, path: str | os.PathLike[str]) -> None:
         try:
@@ -201,14 +208,14 @@ class LocalStore:
             raise CheckpointStoreError(f"could not read {key!r} from {self.uri!r}: {err}") from err
 
     def list_keys(self, prefix: str) -> list[str]:
+        """
+        Every key under ``prefix``, the temporary ``.part`` files of writes cut off by a kill
+        included: no manifest refers to them, so the garbage collection and ``delete`` remove them.
+        """
         base = self._path(prefix) if prefix else self.root
         if not base.is_dir():
             return []
-        return sorted(
-            p.relative_to(self.root).as_posix()
-            for p in base.rglob("*")
-            if p.is_file() and not p.name.endswith(".part")
-        )
+        return sorted(p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file())
 
     def delete_keys(self, keys: list[str]) -> None:
         for key in keys:
@@ -337,6 +344,12 @@ class S3Store:
     def put_file(self, key: str, path: str | os.PathLike[str]) -> None:
         self._call(
             "upload to", self.client.upload_file, str(path), self.bucket, self._key(key), Config=self.transfer
+        )
+
+    def put_stream(self, key: str, stream: Any) -> None:
+        """Upload the open binary ``stream`` to ``key`` through the transfer manager (multipart when large)."""
+        self._call(
+            "upload to", self.client.upload_fileobj, stream, self.bucket, self._key(key), Config=self.transfer
         )
 
     def get_file(self, key: str, path: str | os.PathLike[str]) -> None:

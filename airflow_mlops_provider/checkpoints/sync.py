@@ -22,6 +22,7 @@ inside Kubernetes pods too (:func:`main` is the init container and the sidecar).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -262,20 +263,12 @@ class CheckpointSync:
                     files[rel] = old
                     continue
                 key = f"data/{generation}/{rel}"
-                try:
-                    self.store.put_file(self._key(key), self.local_dir / rel)
-                    after: os.stat_result | None = (self.local_dir / rel).stat()
-                except FileNotFoundError:  # renamed or removed since the scan (a trainer's tmp file)
-                    after = None
-                except OSError as err:
-                    raise CheckpointStoreError(
-                        f"cannot read checkpoint file {str(self.local_dir / rel)!r}: {err.strerror or err}"
-                    ) from err
-                if after is None or (after.st_size, after.st_mtime_ns) != (stat.st_size, stat.st_mtime_ns):
-                    self.log.debug("%s changed while it was uploaded; it goes with the next upload", rel)
+                sent_stat = self._send(rel, key)
+                if sent_stat is None:
                     if old is not None:
                         files[rel] = old
                     continue
+                stat = sent_stat
                 files[rel] = {"key": key, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
                 sent += 1
                 sent_bytes += stat.st_size
@@ -297,6 +290,34 @@ class CheckpointSync:
             return UploadResult(
                 generation, sent, sent_bytes, len(files), total, time.monotonic() - started, True
             )
+
+    def _send(self, rel: str, key: str) -> os.stat_result | None:
+        """
+        Upload one file; return the stat of what was sent, or None when it cannot be trusted.
+
+        One open file serves the whole upload: a trainer that replaces the file atomically
+        (tmp + rename) meanwhile leaves this handle on the complete older version, which is sent
+        and recorded with its own size and mtime (the next upload sends the newer one). A file
+        written in place while it was read may be torn: None, and it goes with the next upload.
+        """
+        path = self.local_dir / rel
+        try:
+            with open(path, "rb") as handle:
+                before = os.fstat(handle.fileno())
+                # The store gets its own descriptor of the same open file (boto3 closes it).
+                with os.fdopen(os.dup(handle.fileno()), "rb") as stream:
+                    self.store.put_stream(self._key(key), stream)
+                after = os.fstat(handle.fileno())
+        except FileNotFoundError:  # renamed or removed since the scan (a trainer's tmp file)
+            return None
+        except OSError as err:
+            raise CheckpointStoreError(
+                f"cannot read checkpoint file {str(path)!r}: {err.strerror or err}"
+            ) from err
+        if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+            self.log.debug("%s changed while it was uploaded; it goes with the next upload", rel)
+            return None
+        return before
 
     def _meta(self) -> dict[str, Any]:
         path = self.local_dir / META_NAME
@@ -377,6 +398,20 @@ class PeriodicSync:
         return self.sync.upload() if final else None
 
 
+def _log_upload(kind: str, result: UploadResult) -> None:
+    rate = result.bytes_uploaded / result.seconds / 1e6 if result.seconds > 0 else 0.0
+    _LOG.info(
+        "%s upload: generation %s, %d of %d file(s) sent, %d bytes in %.2f s (%.1f MB/s)",
+        kind,
+        result.generation,
+        result.files_uploaded,
+        result.files_total,
+        result.bytes_uploaded,
+        result.seconds,
+        rate,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """
     The Kubernetes init container (``restore``) and sidecar (``sidecar``).
@@ -403,23 +438,35 @@ def main(argv: list[str] | None = None) -> int:
         if args.mode == "restore":
             store.check()
             result = sync.restore()
-            os.chmod(args.dir, 0o777)
+            # Not ours to chmod when the pod runs as a non-root user (an emptyDir is 0777 already).
+            with contextlib.suppress(PermissionError):
+                os.chmod(args.dir, 0o777)
             what = f"{result.reason} ({result.files} files, {result.bytes} bytes)"
             _LOG.info("restore of %s/%s: %s", store.uri, args.prefix, what)
             return 0
         stopping = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stopping.set())
         signal.signal(signal.SIGINT, lambda *_: stopping.set())
+        _LOG.info(
+            "sidecar: uploading %s to %s/%s every %s s", args.dir, store.uri, args.prefix, args.interval
+        )
         while not stopping.wait(args.interval):
             try:
-                sync.upload()
+                _log_upload("periodic", sync.upload())
             except CheckpointStoreError as err:
                 if err.permanent:
                     raise
                 _LOG.warning("periodic upload failed (will try again): %s", err)
-        final = sync.upload()
-        _LOG.info("final upload: generation %s, %d file(s) sent", final.generation, final.files_uploaded)
-        return 0
+        for attempt in range(3):  # the final upload is the one a retry needs: try it harder
+            try:
+                _log_upload("final", sync.upload())
+                return 0
+            except CheckpointStoreError as err:
+                if err.permanent or attempt == 2:
+                    raise
+                _LOG.warning("final upload failed (trying again): %s", err)
+                time.sleep(1 + attempt)
+        return 1  # pragma: no cover
     except CheckpointStoreError as err:
         _LOG.error("%s", err)
         return 2 if err.permanent else 1

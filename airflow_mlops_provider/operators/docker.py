@@ -361,9 +361,11 @@ class GpuDockerOperator(ResourcesPartialMixin, DockerRunSeam):
         """
         succeeded = False
         checkpoint = self._checkpoint
+        if checkpoint is not None:
+            # Outside the try: after a failed restore, a final upload of the (empty or stale)
+            # working copy would replace the checkpoint in the store.
+            start_checkpoint(checkpoint, restore=restore)
         try:
-            if checkpoint is not None:
-                start_checkpoint(checkpoint, restore=restore)
             stream = begin()
             self.container = {"Id": run.id}
             result = self._follow(context, run, stream)

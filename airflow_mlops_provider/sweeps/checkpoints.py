@@ -17,6 +17,7 @@ Python trials get ``$MLOPS_CHECKPOINT_DIR`` in ``os.environ`` while they run, an
 from __future__ import annotations
 
 import logging
+import shutil
 from typing import TYPE_CHECKING, Any
 
 from airflow_mlops_provider.checkpoints.settings import CHECKPOINT_ARGS, CheckpointOptions, trial_prefix
@@ -69,10 +70,21 @@ def with_trial_checkpoints(
     """
     Wrap a Python trial's ``run_one`` with its checkpoint: restored, uploaded periodically, uploaded at the end.
 
+    ``checkpoint`` is rendered with the task's context first (``"{{ params.ckpt }}"``). After the
+    final upload the trial's working directory is removed: a batch of many trials would
+    otherwise leave one copy of each on the worker, and the next restore rebuilds it anyway.
     Returns ``run_one`` itself when checkpoints are off or the task has no context.
+
+    :raises CheckpointConfigError: a bad rendered ``checkpoint`` (no retries).
     """
-    settings = options.resolve()
-    if settings is None or context is None:
+    if context is None:
+        return run_one
+    checkpoint = options.checkpoint
+    task = context.get("task")
+    if isinstance(checkpoint, str) and task is not None:
+        checkpoint = task.render_template(checkpoint, context)
+    settings = options.resolve(checkpoint)
+    if settings is None:
         return run_one
     from airflow_mlops_provider.checkpoints.session import CheckpointSession
     from airflow_mlops_provider.checkpoints.settings import CHECKPOINT_DIR_ENV
@@ -80,9 +92,11 @@ def with_trial_checkpoints(
     ti = context["ti"]
 
     def run_with_checkpoint(trial: Mapping[str, Any], extra_env: Mapping[str, str]) -> Any:
-        session = CheckpointSession(
-            settings, trial_prefix(ti.dag_id, ti.run_id, str(trial["trial_id"])), log=task_log
-        )
+        trial_id = trial.get("trial_id")
+        if trial_id is None:
+            task_log.warning("Trial %r has no trial_id: it runs without a checkpoint", dict(trial))
+            return run_one(trial, extra_env)
+        session = CheckpointSession(settings, trial_prefix(ti.dag_id, ti.run_id, str(trial_id)), log=task_log)
         session.restore()
         session.start()
         succeeded = False
@@ -91,7 +105,10 @@ def with_trial_checkpoints(
             succeeded = True
             return result
         finally:
-            session.finish(succeeded=succeeded)
+            try:
+                session.finish(succeeded=succeeded)
+            finally:
+                shutil.rmtree(session.local_dir, ignore_errors=True)
 
     return run_with_checkpoint
 

@@ -167,3 +167,97 @@ def test_the_session_reads_an_airflow_aws_connection_and_logs_no_secret(
     assert again.restore().restored
     assert "Uploaded checkpoint generation 1 to s3://conn-bucket/team/d/r/t/-1" in caplog.text
     assert SECRET_KEY not in caplog.text
+
+
+def test_an_unreachable_endpoint_is_transient(tmp_path):
+    import boto3
+    from botocore.config import Config
+
+    from tests.support.ports import free_port
+
+    client = boto3.session.Session().client(
+        "s3",
+        endpoint_url=f"http://127.0.0.1:{free_port()}",
+        aws_access_key_id="AKIAUNREACHABLE01",
+        aws_secret_access_key=SECRET_KEY,
+        region_name="us-east-1",
+        config=Config(retries={"max_attempts": 1}, connect_timeout=2),
+    )
+    store = S3Store("ckpt", "p", client=client)
+    with pytest.raises(CheckpointStoreError) as info:
+        store.check()
+    assert info.value.permanent is False
+    assert "s3://ckpt/p" in str(info.value)
+    assert SECRET_KEY not in str(info.value)
+    work = tmp_path / "w"
+    _write(work, "a.bin", b"a")
+    with pytest.raises(CheckpointStoreError) as upload:
+        CheckpointSync(store, "d", work).upload()
+    assert upload.value.permanent is False
+
+
+def test_the_pod_sidecar_main_uploads_periodically_and_on_sigterm(moto_s3, tmp_path):
+    store = _store(moto_s3, bucket="sidecar", prefix="")
+    work = tmp_path / "pod"
+    _write(work, "state.bin", b"step-1")
+    env = {
+        **os.environ,
+        "AWS_ENDPOINT_URL": moto_s3.endpoint_url,
+        "AWS_ACCESS_KEY_ID": moto_s3.client_kwargs()["aws_access_key_id"],
+        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    script = (
+        "import sys; from airflow_mlops_provider.checkpoints.sync import main; sys.exit(main(sys.argv[1:]))"
+    )
+    args = [
+        "sidecar",
+        "--uri",
+        "s3://sidecar",
+        "--prefix",
+        "d/r/t/0",
+        "--dir",
+        str(work),
+        "--interval",
+        "0.3",
+    ]
+    proc = subprocess.Popen([sys.executable, "-c", script, *args], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "sidecar: uploading" in proc.stderr.readline()
+        deadline = time.monotonic() + 30
+        while store.get_bytes("d/r/t/0/manifest.json") is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert json.loads(store.get_bytes("d/r/t/0/manifest.json"))["generation"] == 1
+        _write(work, "state.bin", b"step-2, written just before the pod stopped")
+        # Kubernetes sends SIGTERM once the main container has exited.
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "final upload: generation" in err
+    assert SECRET_KEY not in err
+    restored = tmp_path / "restored"
+    assert CheckpointSync(store, "d/r/t/0", restored).restore().restored
+    assert (restored / "state.bin").read_bytes() == b"step-2, written just before the pod stopped"
+
+
+def test_the_pod_restore_main_exits_2_for_a_missing_bucket(moto_s3, tmp_path):
+    env = {
+        **os.environ,
+        "AWS_ENDPOINT_URL": moto_s3.endpoint_url,
+        "AWS_ACCESS_KEY_ID": "AKIAMLOPSTESTKEY0001",
+        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    script = (
+        "import sys; from airflow_mlops_provider.checkpoints.sync import main; sys.exit(main(sys.argv[1:]))"
+    )
+    args = ["restore", "--uri", "s3://no-bucket-here/x", "--prefix", "p", "--dir", str(tmp_path / "d")]
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert "'no-bucket-here' does not exist" in done.stderr
+    assert SECRET_KEY not in done.stderr + done.stdout

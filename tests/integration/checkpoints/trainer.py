@@ -3,7 +3,9 @@
 It resumes from ``$MLOPS_CHECKPOINT_DIR/state.json`` when present, appends one line per executed
 step to ``$COUNT_FILE`` (so the test counts every step ever executed, over all tries), writes each
 checkpoint atomically (tmp file, then rename) with ``mlops-checkpoint.json`` naming the step, and
-writes ``{"value": ..., "steps": ...}`` to ``$MLOPS_RESULT_FILE`` at the end. Standard library
+writes ``{"value": ..., "steps": ...}`` to ``$MLOPS_RESULT_FILE`` at the end (and to
+``$RESULT_COPY`` when set: a path the test reads when the task's return value is not at hand,
+as under ``airflow tasks test``). Standard library
 only: it runs in the Debian base image and on the worker alike.
 """
 
@@ -46,6 +48,7 @@ while state["step"] < STEPS:
         out.write(f"{step}\n")
     write_atomic("state.json", state)
     write_atomic("mlops-checkpoint.json", {"step": step})
-with open(os.environ["MLOPS_RESULT_FILE"], "w") as out:
-    json.dump({"value": state["value"], "steps": state["step"]}, out)
+for result_path in filter(None, (os.environ["MLOPS_RESULT_FILE"], os.environ.get("RESULT_COPY"))):
+    with open(result_path, "w") as out:
+        json.dump({"value": state["value"], "steps": state["step"]}, out)
 print("done", flush=True)

@@ -44,6 +44,8 @@ def test_restore_upload_restore_round_trip_with_step_and_size_logged(tmp_path, c
     assert str(tmp_path / "store") in caplog.text
 
     second = _session(tmp_path)
+    assert not second.local_dir.exists()  # the final upload removed the worker's copy
+    second.local_dir.mkdir()
     (second.local_dir / "stale.txt").write_text("left by a dead try")
     result = second.restore()
     assert result.restored

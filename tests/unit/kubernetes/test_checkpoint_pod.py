@@ -156,3 +156,75 @@ def test_off_by_default_and_bad_values(monkeypatch, kube_env):
         GpuKubernetesPodOperator(task_id="t", image="i:1", checkpoint="s3://bkt/p", checkpoint_sync_image="")
     with pytest.raises(ValueError, match="checkpoint: unsupported checkpoint URI scheme 'gs'"):
         GpuKubernetesPodOperator(task_id="t", image="i:1", checkpoint="gs://bkt/p")
+
+
+def test_sync_containers_run_as_the_trainers_user_only(monkeypatch, kube_env):
+    """The base container's user and group reach the sync containers; its privileges do not."""
+    _, pod = _build(
+        monkeypatch,
+        kube_env,
+        container_security_context={"runAsUser": 1000, "runAsGroup": 2000, "privileged": True},
+    )
+    (base,) = [c for c in pod.spec.containers if c.name == "base"]
+    assert base.security_context["privileged"] is True
+    for container in pod.spec.init_containers:
+        context = container.security_context
+        assert (context.run_as_user, context.run_as_group, context.privileged) == (1000, 2000, None)
+    _, plain = _build(monkeypatch, kube_env)
+    assert [c.security_context for c in plain.spec.init_containers] == [None, None]
+
+
+def test_conn_credentials_do_not_reach_the_pod_and_a_warning_says_so(monkeypatch, kube_env, capsys):
+    from kubernetes.client import ApiClient
+
+    _, pod = _build(monkeypatch, kube_env, checkpoint_secret=None)
+    logged = capsys.readouterr().out  # the task logger writes there
+    assert "checkpoint_conn_id 'ckpt_s3' is used by the worker only" in logged
+    for container in pod.spec.init_containers:
+        assert container.env_from is None
+        assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} & {e.name for e in container.env}
+    serialized = json.dumps(ApiClient().sanitize_for_serialization(pod))
+    assert SECRET not in serialized
+    assert SECRET not in logged
+
+
+def test_a_rendered_bad_uri_fails_at_build_naming_it(monkeypatch, kube_env):
+    op = GpuKubernetesPodOperator(
+        task_id="train",
+        image="i:1",
+        namespace="ml",
+        checkpoint="{{ params.ckpt }}",
+        checkpoint_sync_image="sync:1",
+    )
+    for rendered, message in (
+        ("gs://bkt/p", "'gs://bkt/p'"),
+        ("s3://", "'s3://'"),
+        ("relative/dir", "'relative/dir'"),
+    ):
+        op.checkpoint = rendered  # as Airflow leaves it after rendering
+        with pytest.raises(AirflowFailException, match=message):
+            op.build_pod_request_obj(_context())
+    assert op.init_containers == []
+
+
+def test_sync_sidecar_done_reads_the_pods_status():
+    from kubernetes.client import models as k8s
+
+    from airflow_mlops_provider.checkpoints.kubernetes import sync_sidecar_done
+
+    def pod(phase, state, name=SYNC_CONTAINER):
+        status = k8s.V1ContainerStatus(
+            name=name, image="s:1", image_id="", ready=False, restart_count=0, state=state
+        )
+        return k8s.V1Pod(status=k8s.V1PodStatus(phase=phase, init_container_statuses=[status]))
+
+    running = k8s.V1ContainerState(running=k8s.V1ContainerStateRunning())
+    exited = k8s.V1ContainerState(terminated=k8s.V1ContainerStateTerminated(exit_code=0))
+    waiting = k8s.V1ContainerState(waiting=k8s.V1ContainerStateWaiting(reason="PodInitializing"))
+    assert sync_sidecar_done(pod("Running", running)) is False
+    assert sync_sidecar_done(pod("Succeeded", running)) is False  # still uploading after the base exited
+    assert sync_sidecar_done(pod("Running", exited)) is True
+    assert sync_sidecar_done(pod("Pending", waiting)) is False
+    assert sync_sidecar_done(pod("Failed", waiting)) is True  # never started, never will
+    assert sync_sidecar_done(pod("Running", running, name=RESTORE_CONTAINER)) is True
+    assert sync_sidecar_done(None) is True

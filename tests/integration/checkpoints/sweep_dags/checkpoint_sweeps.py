@@ -3,18 +3,26 @@
 Each trial "trains" ``budget`` steps in total: it restores its step count from
 ``$MLOPS_CHECKPOINT_DIR/state.json``, runs the steps still missing, saves the new count, and
 appends ``<budget> <steps executed now>`` to ``$SWEEP_RESULT_DIR/counts/<trial_id>.txt``. With
-resume, a trial promoted to budget 9 executes 9 steps over all its rungs, not 1 + 3 + 9.
+resume, a trial promoted to budget 3 executes 3 steps over its two rungs, not 1 + 3.
 
-- ``ckpt_halving_python``: Python trials, halving(1, 9, eta=3) over 9 trials;
-- ``ckpt_halving_docker``: container trials, halving(1, 4, eta=2) over 4 trials.
+- ``ckpt_halving_python``: Python trials, halving(1, 3, eta=3) over 3 trials;
+- ``ckpt_halving_docker``: container trials, halving(1, 2, eta=2) over 2 trials.
 Both checkpoint to ``$CKPT_URI`` through the aws connection ``ckpt_s3`` and delete the losers'
 checkpoints after the selection.
+
+``ckpt_halving_python`` also runs ``slow_train``, one Python trial of RETRY_STEPS steps that
+checkpoints to the local path ``$CKPT_LOCAL_URI`` (given as a template): its first try hangs
+after step RETRY_KILL_AT until ``execution_timeout`` kills it, and the retry resumes from the
+checkpoint uploaded as it died. Each executed step appends ``<try> <step>`` to
+``$SWEEP_RESULT_DIR/retry.txt``. (One DAG run for both: ``airflow dags test`` costs ~15 s to start.)
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
+import time
 from pathlib import Path
 
 import pendulum
@@ -67,10 +75,10 @@ pathlib.Path(os.environ["MLOPS_RESULT_FILE"]).write_text(json.dumps({"loss": (h[
 
 
 @task
-def report(result: dict) -> None:
+def report(result: dict, name: str | None = None) -> None:
     context = get_current_context()
     out = {"summary": result, "run_id": context["run_id"]}
-    Path(RESULTS, f"{context['dag'].dag_id}.json").write_text(json.dumps(out, default=str))
+    Path(RESULTS, f"{name or context['dag'].dag_id}.json").write_text(json.dumps(out, default=str))
 
 
 def _dag(dag_id: str, n_trials: int):
@@ -79,17 +87,60 @@ def _dag(dag_id: str, n_trials: int):
         schedule=None,
         start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
         catchup=False,
-        params=sweep_params(search_space=SPACE, metric="loss", mode="min", seed=5, n_trials=n_trials),
+        params={
+            **sweep_params(search_space=SPACE, metric="loss", mode="min", seed=5, n_trials=n_trials),
+            "ckpt_local_uri": os.environ.get("CKPT_LOCAL_URI", ""),
+        },
     )
 
 
-@_dag("ckpt_halving_python", 9)
+RETRY_STEPS, RETRY_KILL_AT, RETRY_STEP_SECONDS = 30, 10, 0.1
+
+
+def advance(value: int, step: int) -> int:
+    return (value * 31 + step * step + 7) % 1_000_003
+
+
+def write_atomic(directory: Path, name: str, data: dict) -> None:
+    tmp = directory / f".{name}.tmp"
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, directory / name)
+
+
+@trial_task(
+    checkpoint="{{ params.ckpt_local_uri }}",
+    checkpoint_interval=0.3,
+    retries=1,
+    retry_delay=datetime.timedelta(seconds=0),
+    execution_timeout=datetime.timedelta(seconds=6),
+)
+def slow_train(x: float) -> dict:
+    ckpt = Path(os.environ["MLOPS_CHECKPOINT_DIR"])
+    try_number = get_current_context()["ti"].try_number
+    state_file = ckpt / "state.json"
+    state = json.loads(state_file.read_text()) if state_file.exists() else {"step": 0, "value": 1}
+    while state["step"] < RETRY_STEPS:
+        if try_number == 1 and state["step"] == RETRY_KILL_AT:
+            time.sleep(120)  # "hangs": execution_timeout ends the try
+        time.sleep(RETRY_STEP_SECONDS)
+        step = state["step"] + 1
+        state = {"step": step, "value": advance(state["value"], step)}
+        with open(Path(RESULTS, "retry.txt"), "a") as out:
+            out.write(f"{try_number} {step}\n")
+        write_atomic(ckpt, "state.json", state)
+        write_atomic(ckpt, "mlops-checkpoint.json", {"step": step})
+    return {"loss": x, "value": state["value"]}
+
+
+@_dag("ckpt_halving_python", 3)
 def ckpt_halving_python():
     report(
         halving_sweep(
-            train, halving(min_budget=1, max_budget=9, eta=3), n_trials=9, delete_checkpoints="losers"
+            train, halving(min_budget=1, max_budget=3, eta=3), n_trials=3, delete_checkpoints="losers"
         )
     )
+    records = slow_train(trials=[{"trial_id": "t-retry", "hparams": {"x": 0.5}}])
+    report.override(task_id="report_retry")({"records": records}, name="retry")
 
 
 def _docker_trials(batches):
@@ -113,13 +164,13 @@ def _docker_trials(batches):
     )
 
 
-@_dag("ckpt_halving_docker", 4)
+@_dag("ckpt_halving_docker", 2)
 def ckpt_halving_docker():
     report(
         halving_sweep(
             _docker_trials,
-            halving(min_budget=1, max_budget=4, eta=2),
-            n_trials=4,
+            halving(min_budget=1, max_budget=2, eta=2),
+            n_trials=2,
             delete_checkpoints="losers",
             checkpoint=URI,
             checkpoint_conn_id="ckpt_s3",
