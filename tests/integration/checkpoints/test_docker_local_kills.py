@@ -315,6 +315,9 @@ def kills(moto_s3, base_image, tmp_path_factory, airflow_db) -> dict[str, Any]:
         **moto_s3.aws_conn_uri_env(CONN_ID),
         AIRFLOW__MLOPS__CHECKPOINT_LOCAL_DIR=str(root / "local"),
         PYTHONPATH=str(REPO),
+        # Each try's output goes to a file: unbuffered, so a SIGKILLed try's log lines (its uploads)
+        # are all there (block-buffered, what was not flushed yet died with it).
+        PYTHONUNBUFFERED="1",
     )
     # The uninterrupted run, beside the first tries: the value every retry must end with.
     plain = root / "plain"
