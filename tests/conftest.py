@@ -36,6 +36,7 @@ def pytest_configure(config: pytest.Config) -> None:
         ("docker", "needs a real Docker engine"),
         ("kubernetes_live", "needs the Kubernetes cluster named by KUBECONFIG"),
         ("slow", "takes more than ~30 s"),
+        ("chaos", "faults, kills and secrets under a real scheduler on PostgreSQL, counted (tests/chaos)"),
         ("smoke", "public-API smoke set on real components, run in every env of `make test-matrix`"),
     ]:
         config.addinivalue_line("markers", f"{marker}: {text}")
