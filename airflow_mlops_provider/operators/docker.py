@@ -247,7 +247,7 @@ class GpuDockerOperator(ResourcesPartialMixin, DockerRunSeam):
             labels.update({str(k): str(v) for k, v in self.labels.items()})
         elif self.labels:
             labels.update({str(k): "" for k in self.labels})
-        for key in ("dag_id", "task_id", "run_id", "map_index"):
+        for key in ("dag_id", "task_id", "run_id", "map_index", "try_number"):
             labels[_LABEL_PREFIX + key] = identity[key]
         if gpu_ids:
             labels[GPU_IDS_LABEL] = ",".join(gpu_ids)
@@ -293,6 +293,20 @@ class GpuDockerOperator(ResourcesPartialMixin, DockerRunSeam):
 
     # -- execute ----------------------------------------------------------------------------------
 
+    def _reaper_client(self) -> dict[str, Any]:
+        """How the container reaper reaches this task's engine (the hook's URL, version and TLS)."""
+        urls = self.docker_url if isinstance(self.docker_url, (list, tuple)) else [self.docker_url]
+        return {
+            "docker_urls": [str(u) for u in urls],
+            "api_version": self.api_version,
+            "tls": {
+                "ca_cert": self.tls_ca_cert,
+                "client_cert": self.tls_client_cert,
+                "client_key": self.tls_client_key,
+                "verify": self.tls_verify,
+            },
+        }
+
     def execute(self, context: Context) -> Any:
         resources = rendered("resources", lambda v: docker_resources(v, self._native), self.compute_resources)
         gpu_ids = rendered("gpu_ids", lambda v: docker_gpu_ids(resources, v, self._native), self.gpu_ids)
@@ -310,7 +324,6 @@ class GpuDockerOperator(ResourcesPartialMixin, DockerRunSeam):
         if self._checkpoint is not None:
             self.environment[CHECKPOINT_DIR_ENV] = CONTAINER_CHECKPOINT_DIR
         name = self.container_name = self.container_name or deterministic_name(identity)
-        self._killed = False
         self._run = run = TaskContainer(
             self.cli,
             name,
@@ -319,7 +332,12 @@ class GpuDockerOperator(ResourcesPartialMixin, DockerRunSeam):
             kept_name=f"{name}-try{identity['try_number']}",
             stop_grace_period=self.stop_grace_period,
             log=self.log,  # type: ignore[arg-type]
+            try_number=int(identity["try_number"]),
+            client=self._reaper_client(),
         )
+        if self._killed:  # SIGTERM before the container could be known: create nothing
+            run.killed = True
+            run.check_not_killed()
         existing = run.existing()
         if existing is not None:
             if self.reattach_on_restart:

@@ -8,7 +8,9 @@ container's life and keeps the two promises every path must keep:
 - **nothing left behind unasked**: :meth:`TaskContainer.finish` (after success, failure or
   timeout) and :meth:`TaskContainer.kill` (SIGTERM, marked failed) remove the container or keep
   it as ``auto_remove`` says, and release the GPU lease. A kept container is stopped and renamed
-  ``<name>-try<N>``, so the next try starts afresh instead of reattaching to it.
+  ``<name>-try<N>``, so the next try starts afresh instead of reattaching to it. ``kill`` first
+  starts the reaper (:mod:`~airflow_mlops_provider.operators.docker_reaper`), which finishes the
+  job if Airflow SIGKILLs the task process before ``kill`` is done.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ class TaskContainer:
     :param kept_name: The name a kept container is given, ``<name>-try<N>``.
     :param stop_grace_period: Seconds between SIGTERM and SIGKILL when stopping.
     :param log: The task's logger.
+    :param try_number: This try (the ``airflow-mlops.try_number`` label of what it creates).
+    :param client: How the reaper reaches the engine: ``docker_urls``, ``api_version``, ``tls``.
     """
 
     def __init__(
@@ -55,6 +59,8 @@ class TaskContainer:
         kept_name: str,
         stop_grace_period: int,
         log: logging.Logger,
+        try_number: int = 1,
+        client: Mapping[str, Any] | None = None,
     ) -> None:
         self.cli = cli
         self.name = name
@@ -63,6 +69,10 @@ class TaskContainer:
         self.kept_name = kept_name
         self.stop_grace_period = stop_grace_period
         self.log = log
+        self.try_number = try_number
+        self.client = dict(client or {})
+        #: Set by :meth:`kill`: nothing may be created or started any more.
+        self.killed = False
         #: The container being run (None before creation and once finished).
         self.id: str | None = None
         #: The GPU devices leased for it (None: nothing leased).
@@ -95,8 +105,10 @@ class TaskContainer:
         self, host_kwargs: Mapping[str, Any], create_kwargs: Mapping[str, Any], *, result_dir: bool
     ) -> str:
         """Create the container (with an empty, writable ``/airflow/xcom`` when ``result_dir``); return its id."""
+        self.check_not_killed()
         host_config = self.cli.create_host_config(**host_kwargs)
         self.id = container_id = self.cli.create_container(host_config=host_config, **create_kwargs)["Id"]
+        self.check_not_killed()
         if result_dir:
             self.cli.put_archive(container_id, "/", result_dir_tar())
         return container_id
@@ -104,8 +116,19 @@ class TaskContainer:
     def start(self) -> Iterable[Any]:
         """Attach to the created container, then start it; return its output stream (the engine's refusal propagates)."""
         stream = self.cli.attach(container=self.id, stdout=True, stderr=True, stream=True)
+        self.check_not_killed()
         self.cli.start(self.id)
         return stream
+
+    def check_not_killed(self) -> None:
+        """
+        Raise if the task was killed: a SIGTERM that came before the container existed had nothing
+        to stop, and what comes after it must not create or start one.
+        """
+        if self.killed:
+            from airflow.sdk.exceptions import AirflowException
+
+            raise AirflowException(f"Task killed before container {self.name} started; not starting it")
 
     def discard(self) -> None:
         """Remove the created container and release its lease (before a retry without GPUs)."""
@@ -182,7 +205,14 @@ class TaskContainer:
             self.release_lease()
 
     def kill(self) -> None:
-        """Stop the container (SIGTERM, then SIGKILL after the grace period), then finish it as failed."""
+        """
+        Stop the container (SIGTERM, then SIGKILL after the grace period), then finish it as failed.
+
+        The reaper is started first, so the container goes even if the task process is SIGKILLed
+        mid-way, or before the container it was creating exists.
+        """
+        self.killed = True
+        self.spawn_reaper()
         if self.id is not None:
             from docker.errors import APIError
 
@@ -190,6 +220,24 @@ class TaskContainer:
             with contextlib.suppress(APIError):
                 self.cli.stop(self.id, timeout=self.stop_grace_period)
         self.finish(succeeded=False)
+
+    def spawn_reaper(self) -> None:
+        from airflow_mlops_provider.operators.docker_reaper import spawn_reaper
+
+        if (
+            spawn_reaper(
+                name=self.name,
+                try_number=self.try_number,
+                docker_urls=list(self.client.get("docker_urls") or [self.host]),
+                auto_remove=self.auto_remove,
+                kept_name=self.kept_name,
+                stop_grace_period=self.stop_grace_period,
+                api_version=self.client.get("api_version"),
+                tls=self.client.get("tls"),
+            )
+            is None
+        ):
+            self.log.warning("Could not start the container reaper for %s", self.name)
 
     def release_lease(self) -> None:
         """Release the GPU lease, if any; idempotent."""

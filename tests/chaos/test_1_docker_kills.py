@@ -1,0 +1,138 @@
+"""Scenario 1: GpuDockerOperator tasks under a real scheduler, killed every way a task dies.
+
+Per repetition, five DAG runs go at once (LocalExecutor, parallelism 6), each hit by one fault
+once its trainer runs: marked failed and marked success through the REST API,
+``execution_timeout``, SIGTERM to the task process (then a retry), SIGKILL to the task process
+(then a retry that must reattach: one trainer run, one result). Then, alone, the scheduler is
+restarted mid-run (SIGTERM, as systemd or Kubernetes restart it, and SIGKILL of its process
+group, as the OOM killer or a lost node does). Every case counts the containers it left, how
+often the trainer ran and, per scenario, the GPU leases still held.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from tests.chaos import docker_faults as faults
+from tests.chaos.conftest import repetitions
+from tests.chaos.ledger import LEDGER
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from tests.chaos.conftest import ChaosServices
+
+pytestmark = [pytest.mark.chaos, pytest.mark.integration, pytest.mark.docker, pytest.mark.slow]
+
+DAG = "chaos_docker"
+TIMEOUT_DAG = "chaos_docker_timeout"
+
+#: name -> (DAG, fault, conf, expected final state, retry must reattach)
+CONCURRENT: dict[str, tuple[str, Callable[[faults.Case], None], dict[str, Any], str, bool]] = {
+    "marked failed (REST)": (DAG, faults.mark_failed, {"sleep": 300}, "failed", False),
+    "marked success (REST)": (DAG, faults.mark_success, {"sleep": 300}, "success", False),
+    "execution_timeout": (TIMEOUT_DAG, faults.nothing, {"sleep": 300}, "failed", False),
+    "SIGTERM, then retry": (DAG, faults.sigterm_task, {"sleep": 300, "retry_sleep": 2}, "success", False),
+    "SIGKILL, then retry (reattach)": (DAG, faults.sigkill_task, {"sleep": 20}, "success", True),
+}
+
+
+@pytest.fixture(scope="module")
+def docker_stack(chaos: ChaosServices) -> ChaosServices:
+    chaos.stack.serve(DAG, TIMEOUT_DAG)
+    return chaos
+
+
+@pytest.fixture(scope="module")
+def cli(docker_stack: ChaosServices) -> Any:
+    import docker
+
+    client = docker.APIClient(base_url="unix://var/run/docker.sock")
+    yield client
+    client.close()
+
+
+def _record(scenario: str, cases: list[faults.Case], counts: list[dict[str, int]], lease_dir: Any) -> None:
+    row = LEDGER.row(scenario)
+    row.repetitions += len(cases)
+    row.kills += len(cases)
+    row.orphans += sum(c["orphans"] for c in counts)
+    row.double_runs += sum(c["double_runs"] for c in counts)
+    row.leases_left = len(faults.held_leases(lease_dir))
+    for case in cases:
+        row.details.extend(case.notes)
+
+
+def _run_case(chaos: ChaosServices, cli: Any, name: str, attempt: int) -> tuple[faults.Case, dict[str, int]]:
+    dag_id, fault, conf, expected, reattach = CONCURRENT[name]
+    slug = "".join(ch if ch.isalnum() else "_" for ch in name.lower()).strip("_")
+    case = faults.Case(
+        chaos.stack,
+        cli,
+        chaos.markers,
+        dag_id,
+        f"{slug}_{attempt}_{time.time_ns()}",
+        expected,
+        reattach=reattach,
+    )
+    chaos.stack.trigger(dag_id, case.run_id, conf)
+    faults.wait_running(case)
+    time.sleep(1)  # well inside the trainer's sleep
+    fault(case)
+    return case, faults.settle(case)
+
+
+def test_concurrent_kills(docker_stack: ChaosServices, cli: Any) -> None:
+    chaos = docker_stack
+    n = repetitions(2)
+    results: dict[str, list[tuple[faults.Case, dict[str, int]]]] = {name: [] for name in CONCURRENT}
+    with ThreadPoolExecutor(max_workers=len(CONCURRENT)) as pool:
+        for attempt in range(n):
+            futures = {name: pool.submit(_run_case, chaos, cli, name, attempt) for name in CONCURRENT}
+            for name, future in futures.items():
+                results[name].append(future.result())
+    lease_dir = chaos.stack.home / "leases"
+    for name, done in results.items():
+        _record(name, [c for c, _ in done], [k for _, k in done], lease_dir)
+    problems = [
+        (name, counts, case.notes)
+        for name, done in results.items()
+        for case, counts in done
+        if any(counts.values())
+    ]
+    assert problems == [], problems
+    assert faults.held_leases(lease_dir) == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_scheduler_restart_mid_run(docker_stack: ChaosServices, cli: Any, sig: signal.Signals) -> None:
+    chaos = docker_stack
+    scenario = f"scheduler restarted ({sig.name}) mid-run"
+    cases, counts = [], []
+    for attempt in range(repetitions(1)):
+        case = faults.Case(
+            chaos.stack,
+            cli,
+            chaos.markers,
+            DAG,
+            f"scheduler_{sig.name.lower()}_{attempt}_{time.time_ns()}",
+            "success",
+            # A SIGKILLed scheduler takes the supervisor with it, not the task process or the
+            # container: the next try must reattach. SIGTERM lets the supervisor end the try.
+            reattach=sig == signal.SIGKILL,
+        )
+        chaos.stack.trigger(DAG, case.run_id, {"sleep": 25, "retry_sleep": 2})
+        faults.wait_running(case)
+        chaos.stack.stop("scheduler", sig)
+        time.sleep(3)
+        chaos.stack.start("scheduler")
+        cases.append(case)
+        counts.append(faults.settle(case, timeout=400))
+    _record(scenario, cases, counts, chaos.stack.home / "leases")
+    problems = [(c.run_id, k, c.notes) for c, k in zip(cases, counts) if any(k.values())]
+    assert problems == [], problems
