@@ -52,9 +52,39 @@ class ChaosServices:
     redis_address: str
     s3_endpoint: str
     markers: Path
+    #: The metadata database (PostgreSQL), for counts the REST API does not show (triggers).
+    database_url: str
     secrets: dict[str, str] = field(default_factory=dict)
     #: REST and plugin responses the scenarios fetched, searched by the secrets scenario.
     responses: list[tuple[str, Any]] = field(default_factory=list)
+
+    @property
+    def libpq_url(self) -> str:
+        return self.database_url.replace("postgresql+psycopg2://", "postgresql://")
+
+    def capture_triggers(self) -> list[tuple[str, str]]:
+        """
+        Every trigger row now in the metadata database, kwargs decrypted with the stack's Fernet
+        key (as the triggerer reads them); kept in :attr:`responses` for the secrets scenario.
+        """
+        import psycopg2
+        from cryptography.fernet import Fernet
+
+        fernet = Fernet(self.stack.env["AIRFLOW__CORE__FERNET_KEY"].encode())
+
+        def readable(kwargs: str) -> str:
+            # Airflow stores the kwargs Fernet-encrypted, or as plain JSON (as 3.3 does here).
+            try:
+                json.loads(kwargs)
+                return kwargs
+            except ValueError:
+                return fernet.decrypt(kwargs.encode()).decode()
+
+        with psycopg2.connect(self.libpq_url) as conn, conn.cursor() as cur:
+            cur.execute("SELECT classpath, kwargs FROM trigger")
+            rows = [(str(c), readable(str(k))) for c, k in cur.fetchall()]
+        self.responses.extend((f"trigger {c}", k) for c, k in rows)
+        return rows
 
 
 def _need(condition: bool, what: str) -> None:
@@ -103,6 +133,13 @@ def chaos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChaosServices]:
                         "extra": {"endpoint_url": moto.endpoint_url, "region_name": REGION},
                     }
                 ),
+                "AIRFLOW_CONN_FEAST_CHAOS_SENSORS": json.dumps(
+                    {
+                        "conn_type": "feast",
+                        "password": redis_password,
+                        "extra": {"repo_path": str(home / "feast" / "sensors")},
+                    }
+                ),
                 "AIRFLOW_VAR_CHAOS_API_SECRET": env_secret,
                 "AIRFLOW_VAR_CHAOS_REDIS_PASSWORD": redis_password,
                 "MLOPS_CHAOS_S3_ENDPOINT": moto.endpoint_url,
@@ -119,6 +156,7 @@ def chaos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChaosServices]:
                 redis_address=redis.address,
                 s3_endpoint=moto.endpoint_url,
                 markers=markers,
+                database_url=pg.sqlalchemy_url,
                 secrets={
                     "MLflow token": token,
                     "Redis password": redis_password,
