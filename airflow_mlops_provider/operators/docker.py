@@ -334,6 +334,7 @@ class GpuDockerOperator(ResourcesPartialMixin, DockerRunSeam):
             log=self.log,  # type: ignore[arg-type]
             try_number=int(identity["try_number"]),
             client=self._reaper_client(),
+            will_retry=int(identity["try_number"]) <= int(self.retries or 0),
         )
         if self._killed:  # SIGTERM before the container could be known: create nothing
             run.killed = True

@@ -16,22 +16,53 @@ container's life and keeps the two promises every path must keep:
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any
+import os
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow_mlops_provider.docker_gpu.host import GPU_IDS_LABEL
 from airflow_mlops_provider.operators.docker_streams import result_dir_tar
 
 if TYPE_CHECKING:
     import logging
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Callable, Iterable, Mapping
 
     from docker import APIClient
 
     from airflow_mlops_provider.docker_gpu.leases import GpuLease
 
-__all__ = ["TaskContainer"]
+T = TypeVar("T")
+
+__all__ = ["ENGINE_WAIT", "TaskContainer", "engine_unreachable"]
 
 _RUNNING_STATES = ("running", "restarting", "paused")
+#: How long a task waits for an engine that went away (a restart) before it gives up, in seconds.
+ENGINE_WAIT = 90.0
+
+
+def engine_unreachable(err: BaseException) -> bool:
+    """Whether ``err`` means the engine cannot be reached at all (stopped or restarting)."""
+    from requests.exceptions import ConnectionError as RequestsConnectionError
+
+    return isinstance(err, (RequestsConnectionError, ConnectionError))
+
+
+def _when_engine_is_back(what: str, call: Callable[[], T], log: logging.Logger) -> T:
+    """Run ``call``; while the engine is unreachable, retry it for up to :data:`ENGINE_WAIT` s."""
+    from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
+
+    def warn(state: Any) -> None:
+        log.warning("Docker engine unreachable during %s (%s); retrying", what, state.outcome.exception())
+
+    for attempt in Retrying(
+        retry=retry_if_exception(engine_unreachable),
+        stop=stop_after_delay(ENGINE_WAIT),
+        wait=wait_exponential(multiplier=0.5, max=5),
+        before_sleep=warn,
+        reraise=True,
+    ):
+        with attempt:
+            return call()
+    raise AssertionError("unreachable: tenacity returns or raises")  # pragma: no cover
 
 
 class TaskContainer:
@@ -47,6 +78,11 @@ class TaskContainer:
     :param log: The task's logger.
     :param try_number: This try (the ``airflow-mlops.try_number`` label of what it creates).
     :param client: How the reaper reaches the engine: ``docker_urls``, ``api_version``, ``tls``.
+    :param will_retry: Airflow retries this task instance if this try fails. When the process
+        that started this one (Airflow's supervisor) is gone at the end, the container is kept
+        for that retry to reattach to and collect, instead of being removed with a result
+        nobody can report: a killed scheduler takes the LocalExecutor's supervisors with it,
+        not their task processes, and the retry would otherwise train again.
     """
 
     def __init__(
@@ -61,6 +97,7 @@ class TaskContainer:
         log: logging.Logger,
         try_number: int = 1,
         client: Mapping[str, Any] | None = None,
+        will_retry: bool = False,
     ) -> None:
         self.cli = cli
         self.name = name
@@ -71,6 +108,9 @@ class TaskContainer:
         self.log = log
         self.try_number = try_number
         self.client = dict(client or {})
+        self.will_retry = will_retry
+        #: The supervisor, whose death means this try's outcome cannot be reported any more.
+        self.parent_pid = os.getppid()
         #: Set by :meth:`kill`: nothing may be created or started any more.
         self.killed = False
         #: The container being run (None before creation and once finished).
@@ -94,7 +134,11 @@ class TaskContainer:
         from docker.errors import APIError, NotFound
 
         try:
-            self.cli.remove_container(container_id, force=True, v=True)
+            _when_engine_is_back(
+                f"the removal of {self.name}",
+                lambda: self.cli.remove_container(container_id, force=True, v=True),
+                self.log,
+            )
         except NotFound:
             pass
         except APIError as err:  # "removal already in progress" after on_kill
@@ -169,8 +213,17 @@ class TaskContainer:
         return iter([self.cli.logs(container_id, stdout=True, stderr=True)])
 
     def wait(self) -> int | None:
-        """Wait for the container to exit; return its exit code (``oom_killed`` says whether memory ran out)."""
-        code = self.cli.wait(self.id).get("StatusCode")
+        """
+        Wait for the container to exit; return its exit code (``oom_killed`` says whether memory ran out).
+
+        If the engine goes away meanwhile (a restart), the wait resumes once it answers again: a
+        container the restart killed (no ``live-restore``) reports its exit code, which fails the
+        try; with ``live-restore`` the container ran on and the task goes on waiting for it (the
+        lines it printed while the engine was away are not streamed).
+        """
+        code = _when_engine_is_back(
+            f"the wait for {self.name}", lambda: self.cli.wait(self.id).get("StatusCode"), self.log
+        )
         if code:
             from docker.errors import APIError
 
@@ -185,6 +238,13 @@ class TaskContainer:
         container_id, self.id = self.id, None
         try:
             if container_id is None:
+                return
+            if self.will_retry and os.getppid() != self.parent_pid:
+                self.log.warning(
+                    "The supervisor of this try is gone; keeping container %s (%s) for the retry to collect",
+                    self.name,
+                    container_id[:12],
+                )
                 return
             if self.auto_remove == "force" or (self.auto_remove == "success" and succeeded):
                 self.remove(container_id)

@@ -74,10 +74,17 @@ class ChaosStack:
             AIRFLOW__API__BASE_URL=f"http://127.0.0.1:{self.port}",
             AIRFLOW__API_AUTH__JWT_SECRET=secrets.token_hex(32),
             AIRFLOW__LOGGING__LOGGING_LEVEL="INFO",
+            # Their own log-serving ports: another stack (or Airflow) may hold 8793/8794.
+            AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(free_port()),
+            AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT=str(free_port()),
             AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC="2",
             # A task whose supervisor died (scheduler killed) is failed within ~30 s, not 5 min.
             AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT="30",
             AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL="5",
+            # A restarted scheduler adopts the dead one's running tasks within 15 s, not 5 min
+            # (only then does their missing heartbeat count).
+            AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL="15",
+            AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD="10",
             # A killed triggerer's triggers move to the next one after 10 s, not 30 s.
             AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD="10",
             AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC="2",

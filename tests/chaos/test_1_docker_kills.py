@@ -11,9 +11,12 @@ often the trainer ran and, per scenario, the GPU leases still held.
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -21,6 +24,7 @@ import pytest
 from tests.chaos import docker_faults as faults
 from tests.chaos.conftest import repetitions
 from tests.chaos.ledger import LEDGER
+from tests.conftest import REPO_ROOT
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -134,5 +138,41 @@ def test_scheduler_restart_mid_run(docker_stack: ChaosServices, cli: Any, sig: s
         cases.append(case)
         counts.append(faults.settle(case, timeout=400))
     _record(scenario, cases, counts, chaos.stack.home / "leases")
+    problems = [(c.run_id, k, c.notes) for c, k in zip(cases, counts) if any(k.values())]
+    assert problems == [], problems
+
+
+def _restart_engine() -> None:
+    """Stop dockerd (SIGTERM: it stops every container), then start it again as CI does."""
+    found = subprocess.run(["pgrep", "-x", "dockerd"], capture_output=True, text=True)
+    pids = [int(p) for p in found.stdout.split()]
+    assert pids, "no dockerd process to restart"
+    for pid in pids:
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in pids):
+        time.sleep(0.5)
+    subprocess.run(["bash", str(REPO_ROOT / "scripts/ci/start_docker.sh")], check=True, timeout=120)
+
+
+def test_docker_engine_restart_mid_run(docker_stack: ChaosServices, cli: Any) -> None:
+    """
+    The engine restarts under a running task (no ``live-restore``: the restart kills the trainer).
+
+    The operator's call: the try fails with the container's exit code (its run is lost), the
+    dead container is removed once the engine answers again, and the retry starts afresh.
+    """
+    chaos = docker_stack
+    cases, counts = [], []
+    for attempt in range(repetitions(1)):
+        case = faults.Case(
+            chaos.stack, cli, chaos.markers, DAG, f"engine_restart_{attempt}_{time.time_ns()}", "success"
+        )
+        chaos.stack.trigger(DAG, case.run_id, {"sleep": 300, "retry_sleep": 2})
+        faults.wait_running(case)
+        _restart_engine()
+        cases.append(case)
+        counts.append(faults.settle(case, timeout=400))
+    _record("Docker engine restarted mid-run", cases, counts, chaos.stack.home / "leases")
     problems = [(c.run_id, k, c.notes) for c, k in zip(cases, counts) if any(k.values())]
     assert problems == [], problems

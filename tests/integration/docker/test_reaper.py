@@ -113,6 +113,22 @@ def test_sigterm_before_the_container_exists_starts_none(base_image, cli, lease_
         for item in task_containers(cli, dag_id):
             cli.remove_container(item["Id"], force=True)
     assert left == [], f"container left after SIGKILL: {left}"
-    assert not (markers / "started").exists(), (
+    assert not list(markers.glob("started-*")), (
         f"the killed task started its trainer anyway:\n{output[-3000:]}"
     )
+
+
+def test_the_reaper_never_touches_a_later_try_s_container(base_image, cli):
+    from airflow_mlops_provider.operators.docker_reaper import TRY_LABEL, reap
+
+    name = f"mlops-reaper-later-{unique_dag_id('x')}"
+    created = cli.create_container(base_image, command=["sleep", "60"], name=name, labels={TRY_LABEL: "3"})
+    try:
+        spec = {"name": name, "try_number": 2, "auto_remove": "force", "kept_name": f"{name}-try2"}
+        assert reap(spec, cli) == "a later try's container"
+        assert cli.inspect_container(created["Id"])["Name"] == f"/{name}"
+        assert reap({**spec, "try_number": 3}, cli) == "removed"
+        assert reap({**spec, "try_number": 3}, cli) == "gone"
+    finally:
+        for item in cli.containers(all=True, filters={"name": name}):
+            cli.remove_container(item["Id"], force=True)
