@@ -6,7 +6,7 @@ UV := $(TOOLS)/bin/uv
 VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: env demo test test-unit test-integration test-matrix lint typecheck benchmarks clean
+.PHONY: env demo test test-unit test-integration test-matrix chaos lint typecheck benchmarks clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -35,6 +35,11 @@ test-unit: env
 
 test-integration: env
 	$(VENV)/bin/python -m pytest tests/integration
+
+# Faults, kills and secrets under a real scheduler on PostgreSQL (also part of `make test`).
+# CHAOS_REPETITIONS=N repeats every scenario N times (a soak run).
+chaos: env
+	$(VENV)/bin/python -m pytest tests/chaos -m chaos
 
 # The unit tests run on every core (pytest-xdist; they share nothing); everything that starts
 # real services runs in one process, since those tests count containers, leases and runs.

@@ -107,11 +107,11 @@ def nothing(case: Case) -> None:
     """``execution_timeout`` runs out by itself."""
 
 
-def settle(case: Case, timeout: float = 300) -> dict[str, int]:
+def settle(case: Case, timeout: float = 300, task_id: str = TASK) -> dict[str, int]:
     """Wait for the run to end and its containers to go; return this case's counts."""
     stack = case.stack
     run = stack.wait_run(case.dag_id, case.run_id, timeout=timeout)
-    ti = stack.task_instance(case.dag_id, case.run_id, TASK)
+    ti = stack.task_instance(case.dag_id, case.run_id, task_id)
     ended = time.monotonic()
     while case.containers() and time.monotonic() - ended < ORPHAN_AFTER:
         time.sleep(1)

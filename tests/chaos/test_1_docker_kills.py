@@ -176,3 +176,54 @@ def test_docker_engine_restart_mid_run(docker_stack: ChaosServices, cli: Any) ->
     _record("Docker engine restarted mid-run", cases, counts, chaos.stack.home / "leases")
     problems = [(c.run_id, k, c.notes) for c, k in zip(cases, counts) if any(k.values())]
     assert problems == [], problems
+
+
+SWEEP_DAG = "chaos_sweep"
+
+
+def _trial_markers(markers: Path, run_id: str) -> dict[str, dict[str, int]]:
+    counts: dict[str, dict[str, int]] = {}
+    folder = markers / run_id
+    for path in folder.glob("*-*-*") if folder.exists() else []:
+        trial_id, kind, _ = path.name.rsplit("-", 2)
+        counts.setdefault(trial_id, {"start": 0, "end": 0})[kind] += 1
+    return counts
+
+
+def test_container_sweep_trial_sigkill_then_retry(docker_stack: ChaosServices, cli: Any) -> None:
+    """
+    The task running a batch of three container trials is SIGKILLed while its second trial runs.
+
+    The retry must serve the first trial from the trial cache, reattach to the second trial's
+    container and run the third: every trial starts once and completes once.
+    """
+    chaos = docker_stack
+    chaos.stack.serve(SWEEP_DAG)
+    cases, counts = [], []
+    for attempt in range(repetitions(1)):
+        case = faults.Case(
+            chaos.stack, cli, chaos.markers, SWEEP_DAG, f"sweep_sigkill_{attempt}_{time.time_ns()}", "success"
+        )
+        chaos.stack.trigger(SWEEP_DAG, case.run_id)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            trials = _trial_markers(chaos.markers, case.run_id)
+            if len(trials) >= 2 and [c for c in case.containers() if c["State"] == "running"]:
+                break
+            time.sleep(0.5)
+        else:
+            raise AssertionError(f"the second trial never ran: {_trial_markers(chaos.markers, case.run_id)}")
+        ti = chaos.stack.task_instance(SWEEP_DAG, case.run_id, "train/0")
+        os.kill(faults.task_process(ti["id"]), signal.SIGKILL)
+        count = faults.settle(case, timeout=400, task_id="train/0")
+        trials = _trial_markers(chaos.markers, case.run_id)
+        extra = sum(max(0, t["start"] - 1) + max(0, t["end"] - 1) for t in trials.values())
+        if extra or len(trials) != 3 or any(t["end"] != 1 for t in trials.values()):
+            case.notes.append(f"{case.run_id}: trial starts/ends {trials}")
+        count["double_runs"] = extra
+        count["incomplete"] = int(len(trials) != 3 or any(t["end"] != 1 for t in trials.values()))
+        cases.append(case)
+        counts.append(count)
+    _record("container sweep: trial SIGKILLed, then retry", cases, counts, chaos.stack.home / "leases")
+    problems = [(c.run_id, k, c.notes) for c, k in zip(cases, counts) if any(k.values())]
+    assert problems == [], problems
