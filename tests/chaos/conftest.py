@@ -173,6 +173,14 @@ def chaos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChaosServices]:
         mlflow.stop()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A soak run's scenarios take longer than the suite's 900 s per test: scale the limit."""
+    scale = max(1, int(os.environ.get("CHAOS_REPETITIONS") or 1))
+    for item in items:
+        if item.get_closest_marker("chaos") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(900 + 600 * scale))
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     if not LEDGER.rows and not LEDGER.notes:
         return

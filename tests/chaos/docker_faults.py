@@ -11,6 +11,7 @@ Each fault is a function ``fault(case)`` applied once the task instance's contai
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -142,3 +143,27 @@ def held_leases(lease_dir: Path) -> list[str]:
     if not lease_dir.exists():
         return []
     return [str(p) for p in lease_dir.rglob("gpu-*.lock") if lock_is_held(p)]
+
+
+def reapers_alive(timeout: float = 90) -> list[int]:
+    """Container reapers still running after ``timeout`` s (each must exit once its task process has)."""
+    # argv: python -m airflow_mlops_provider.operators.docker_reaper '<spec>'
+    deadline = time.monotonic() + timeout
+    while True:
+        found = []
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit():
+                try:
+                    cmdline = Path(entry.path, "cmdline").read_bytes()
+                except OSError:
+                    continue
+                if b"airflow_mlops_provider.operators.docker_reaper" not in cmdline:
+                    continue
+                spec = json.loads(cmdline.split(b"\0")[3])
+                # In-process tests of this pytest process (tests/integration/docker) leave reapers
+                # that wait for this process; only the stack's task processes count here.
+                if spec.get("pid") != os.getpid():
+                    found.append(int(entry.name))
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(1)

@@ -111,6 +111,7 @@ def test_concurrent_kills(docker_stack: ChaosServices, cli: Any) -> None:
     ]
     assert problems == [], problems
     assert faults.held_leases(lease_dir) == []
+    assert faults.reapers_alive() == [], "container reapers outlived their task processes"
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
