@@ -11,6 +11,9 @@ message. ``sweep_params()`` returns the whole set that
 from __future__ import annotations
 
 import copy
+import json
+import re
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Param
@@ -22,7 +25,7 @@ from airflow_mlops_provider.sweeps.select import MODES
 from airflow_mlops_provider.sweeps.space import parse_search_space
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Mapping
 
 __all__ = [
     "RUNTIMES",
@@ -46,10 +49,12 @@ __all__ = [
 
 #: Where trials may run.
 RUNTIMES = ("docker", "kubernetes", "local")
+#: What the trigger form accepts as a metric name (JSON Schema's ``pattern`` is a ``re.search``).
+_METRIC_PATTERN = r"^\S+$"
 
 
 def search_space_param(
-    default: Mapping[str, Any],
+    default: Mapping[str, Any] | str,
     *,
     description: str = "Parameters to sweep: a list of values, or {distribution: int|float, low, "
     "high, log, step, num}, or {distribution: choice, values}, or a constant.",
@@ -61,30 +66,35 @@ def search_space_param(
     The Param's JSON schema is :data:`~airflow_mlops_provider.sweeps.schema.SEARCH_SPACE_SCHEMA`,
     the same rules ``parse_search_space`` applies when the sweep is planned.
 
-    :param default: The default space.
+    :param default: The default space (a mapping, or its JSON text).
     :param description: Help text shown under the field.
     :param title: The field's label.
     """
     parse_search_space(default)
-    return Param(dict(default), description=description, title=title, **copy.deepcopy(SEARCH_SPACE_SCHEMA))
+    space = (
+        json.loads(default) if isinstance(default, str) else dict(default)
+    )  # parse_search_space takes JSON text too
+    return Param(space, description=description, title=title, **copy.deepcopy(SEARCH_SPACE_SCHEMA))
 
 
 def _int_param(
     name: str, default: int | None, minimum: int, maximum: int | None, title: str, description: str
 ) -> Param:
+    def is_int(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    bounds = f"between {minimum} and {maximum}" if is_int(maximum) else f">= {minimum}"
+    if default is not None and not is_int(default):
+        raise ValueError(f"{name} must be an integer {bounds}, got {default!r}")
+    if maximum is not None and not is_int(maximum):
+        raise ValueError(f"{name} maximum must be an integer >= {minimum}, got {maximum!r}")
     if maximum is not None and maximum < minimum:
         raise ValueError(f"{name} maximum must be >= {minimum}, got {maximum!r}")
     schema: dict[str, Any] = {"type": "integer" if default is not None else ["integer", "null"]}
     schema["minimum"] = minimum
     if maximum is not None:
         schema["maximum"] = maximum
-    if default is not None and (
-        isinstance(default, bool)
-        or not isinstance(default, int)
-        or default < minimum
-        or (maximum is not None and default > maximum)
-    ):
-        bounds = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
+    if default is not None and (default < minimum or (maximum is not None and default > maximum)):
         raise ValueError(f"{name} must be an integer {bounds}, got {default!r}")
     return Param(default, description=description, title=title, **schema)
 
@@ -144,7 +154,9 @@ def runtime_param(default: str = "local", *, allowed: Sequence[str] = RUNTIMES) 
     :param default: The default runtime.
     :param allowed: The runtimes offered (a subset of :data:`RUNTIMES`).
     """
-    unknown = sorted(set(allowed) - set(RUNTIMES))
+    if isinstance(allowed, str) or not isinstance(allowed, Sequence):
+        raise ValueError(f"allowed must be a non-empty subset of {list(RUNTIMES)}, got {allowed!r}")
+    unknown = [name for name in allowed if name not in RUNTIMES]
     if unknown or not allowed:
         raise ValueError(f"allowed must be a non-empty subset of {list(RUNTIMES)}, got {list(allowed)!r}")
     return _enum_param("runtime", default, allowed, "Runtime", "Where each trial runs.")
@@ -217,13 +229,17 @@ def metric_param(default: str = "loss") -> Param:
     """Return a Param for the metric that ranks trials (a non-empty name)."""
     if not isinstance(default, str) or not default.strip():
         raise ValueError(f"metric must be a non-empty string, got {default!r}")
+    if not re.search(_METRIC_PATTERN, default):  # the form would refuse its own default
+        raise ValueError(
+            f"metric must be a name without whitespace (pattern {_METRIC_PATTERN}), got {default!r}"
+        )
     return Param(
         default,
         description="The metric, reported by every trial, that ranks them.",
         title="Metric",
         type="string",
         minLength=1,
-        pattern=r"^\S+$",
+        pattern=_METRIC_PATTERN,
     )
 
 

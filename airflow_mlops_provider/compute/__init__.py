@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
+import sys
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -90,11 +90,11 @@ class Resources:
     def __post_init__(self) -> None:
         cpus = self.cpus
         if cpus is not None:
+            # The chained comparison, not math.isfinite: an int too large for a float overflows that.
             if (
                 isinstance(cpus, bool)
                 or not isinstance(cpus, (int, float))
-                or not math.isfinite(cpus)
-                or cpus <= 0
+                or not 0 < cpus <= sys.float_info.max
             ):
                 raise ValueError(f"cpus must be a number > 0, got {cpus!r}")
             object.__setattr__(self, "cpus", float(cpus))
@@ -125,7 +125,7 @@ class Resources:
         """Build from a mapping; unknown keys are an error that lists the known ones."""
         if not isinstance(data, Mapping):
             raise ValueError(f"resources must be a mapping of {list(RESOURCE_FIELDS)}, got {data!r}")
-        unknown = sorted(set(data) - set(RESOURCE_FIELDS))
+        unknown = sorted(set(data) - set(RESOURCE_FIELDS), key=str)  # keys may be of mixed types
         if unknown:
             raise ValueError(
                 f"resources has unknown field(s) {unknown}; expected some of {list(RESOURCE_FIELDS)}"
@@ -137,7 +137,7 @@ class Resources:
         """Build from the JSON text written by :meth:`to_json`."""
         try:
             data = json.loads(text)
-        except (TypeError, ValueError) as err:
+        except (TypeError, ValueError, RecursionError) as err:  # RecursionError: nested too deep
             raise ValueError(f"resources must be a JSON object, got {text!r}") from err
         return cls.from_dict(data)
 

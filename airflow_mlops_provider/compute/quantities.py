@@ -10,7 +10,11 @@ from __future__ import annotations
 import math
 import re
 
-__all__ = ["format_k8s_quantity", "parse_memory"]
+__all__ = ["MAX_MEMORY_BYTES", "format_k8s_quantity", "parse_memory"]
+
+#: The largest quantity accepted: 2**63 - 1 bytes (just under 8Ei), the most Docker's int64
+#: ``Memory`` and a Kubernetes quantity hold.
+MAX_MEMORY_BYTES = 2**63 - 1
 
 _MEMORY_UNITS: dict[str, int] = {
     "": 1,
@@ -44,25 +48,33 @@ def parse_memory(value: str | int | float, *, field: str = "memory") -> int:
 
     :param value: ``"512Mi"``, ``"8Gi"``, ``"4g"``, ``"1.5G"`` or a number of bytes.
     :param field: The field name used in the error message.
-    :raises ValueError: naming ``field`` and the value when it cannot be read or is not > 0.
+    :raises ValueError: naming ``field`` and the value when it cannot be read, is not > 0 or is
+        over :data:`MAX_MEMORY_BYTES`.
     """
     expected = f"{field} must be a positive quantity such as '512Mi', '8Gi', '4g' or a number of bytes"
     if isinstance(value, bool):
         raise ValueError(f"{expected}, got {value!r}")
     if isinstance(value, (int, float)):
-        if not math.isfinite(value) or value <= 0 or value != int(value):
+        if isinstance(value, float) and (not math.isfinite(value) or value != int(value)):
             raise ValueError(f"{expected}, got {value!r}")
-        return int(value)
-    if not isinstance(value, str):
+        amount = int(value)
+    elif isinstance(value, str):
+        match = _MEMORY_RE.match(value)
+        if not match or match.group(2) not in _MEMORY_UNITS:
+            raise ValueError(f"{expected}, got {value!r}")
+        number, unit = match.groups()
+        whole = number.partition(".")[0].lstrip("0")
+        if len(whole) > len(str(MAX_MEMORY_BYTES)):  # too large; float() would overflow on it
+            raise ValueError(f"{expected}, at most {MAX_MEMORY_BYTES} bytes (8Ei), got {value!r}")
+        scale = _MEMORY_UNITS[unit]
+        amount = int(number) * scale if "." not in number else int(float(number) * scale)
+    else:
         raise ValueError(f"{expected}, got {value!r}")
-    match = _MEMORY_RE.match(value)
-    if not match or match.group(2) not in _MEMORY_UNITS:
-        raise ValueError(f"{expected}, got {value!r}")
-    number, unit = match.groups()
-    amount = float(number) * _MEMORY_UNITS[unit]
     if amount < 1:
         raise ValueError(f"{expected}, got {value!r}")
-    return int(amount)
+    if amount > MAX_MEMORY_BYTES:
+        raise ValueError(f"{expected}, at most {MAX_MEMORY_BYTES} bytes (8Ei), got {value!r}")
+    return amount
 
 
 def format_k8s_quantity(num_bytes: int) -> str:

@@ -47,9 +47,18 @@ class FeastFeatureFreshnessSensor(BaseSensorOperator):
             raise ValueError(f"feature_view must be a non-empty feature view name, got {feature_view!r}")
         if isinstance(max_staleness, bool) or not isinstance(max_staleness, (timedelta, int, float)):
             raise ValueError(f"max_staleness must be a timedelta or seconds, got {max_staleness!r}")
-        staleness = (
-            max_staleness if isinstance(max_staleness, timedelta) else timedelta(seconds=max_staleness)
-        )
+        if not isinstance(max_staleness, timedelta) and not max_staleness > 0:  # NaN too
+            raise ValueError(f"max_staleness must be positive, got {max_staleness!r}")
+        try:
+            staleness = (
+                max_staleness if isinstance(max_staleness, timedelta) else timedelta(seconds=max_staleness)
+            )
+            # The trigger gets seconds and builds the timedelta again: it must fit one too.
+            timedelta(seconds=staleness.total_seconds())
+        except OverflowError:
+            raise ValueError(
+                f"max_staleness must be at most about {timedelta.max.days - 1} days, got {max_staleness!r}"
+            ) from None
         if staleness <= timedelta(0):
             raise ValueError(f"max_staleness must be positive, got {max_staleness!r}")
         self.feature_view = feature_view

@@ -49,6 +49,9 @@ def batch_trials(
         raise ValueError(f"trials must be a list of trial dicts, got {trials!r}")
     if not trials:
         raise ValueError(f"trials must not be empty, got {trials!r}")
+    odd = next((t for t in trials if not isinstance(t, Mapping)), None)
+    if odd is not None:
+        raise ValueError(f"trials must be a list of trial dicts, got {odd!r} among them")
     limit = _positive_int(
         "max_map_length", live_max_map_length() if max_map_length is None else max_map_length
     )

@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import sys
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import get_current_context, task
@@ -64,12 +65,8 @@ log = logging.getLogger(__name__)
 
 
 def _positive(name: str, value: Any) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value <= 0
-    ):
+    # The chained comparison, not math.isfinite: an int too large for a float overflows that.
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= sys.float_info.max:
         raise ValueError(f"{name} must be a positive number, got {value!r}")
     return value
 
@@ -97,6 +94,11 @@ class Halving:
         if self.min_budget >= self.max_budget:
             raise ValueError(
                 f"min_budget must be less than max_budget, got min_budget={self.min_budget!r}, "
+                f"max_budget={self.max_budget!r}"
+            )
+        if not math.isfinite(self.max_budget / self.min_budget):
+            raise ValueError(
+                f"max_budget / min_budget must be a finite number, got min_budget={self.min_budget!r}, "
                 f"max_budget={self.max_budget!r}"
             )
         if self.min_budget * self.eta > self.max_budget * (1 + 1e-9):

@@ -8,11 +8,13 @@ or containers). Trials whose result MLflow already holds for the same ``trial_id
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
+from airflow_mlops_provider.compute import RESOURCE_FIELDS
 from airflow_mlops_provider.sweeps.batching import batch_trials
 from airflow_mlops_provider.sweeps.planning import (
     BATCH_KEY_PREFIX,
@@ -33,7 +35,7 @@ from airflow_mlops_provider.sweeps.select import MODES
 from airflow_mlops_provider.sweeps.space import trials_from_grid, trials_from_random
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Sequence
 
 __all__ = [
     "BATCH_KEY_PREFIX",
@@ -80,6 +82,8 @@ def planned_trials(
         strategy = "random" if n_trials is not None else "grid"
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {list(STRATEGIES)}, got {strategy!r}")
+    if resources is not None and not isinstance(resources, Mapping):
+        raise ValueError(f"resources must be a mapping of {list(RESOURCE_FIELDS)}, got {resources!r}")
     base = dict(resources or {})
     if gpus_per_trial:
         base["gpus"] = gpus_per_trial

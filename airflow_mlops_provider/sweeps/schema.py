@@ -179,7 +179,12 @@ def _validator() -> Any:
     base = jsonschema.Draft202012Validator
 
     def is_number(_: Any, value: Any) -> bool:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        # An int is finite (math.isfinite overflows on one too large for a float).
+        return (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and (isinstance(value, int) or math.isfinite(value))
+        )
 
     checker = base.TYPE_CHECKER.redefine_many(
         {
@@ -249,7 +254,7 @@ def check_search_space(search_space: Mapping[str, Any] | str) -> dict[str, Any]:
     if isinstance(space, str):
         try:
             space = json.loads(space)
-        except ValueError as err:
+        except (ValueError, RecursionError) as err:  # RecursionError: nested too deep
             raise ValueError(f"search_space must be a JSON object, got {search_space!r}") from err
     entries: Any = space
     if isinstance(space, Mapping):

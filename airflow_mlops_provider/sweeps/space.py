@@ -92,6 +92,25 @@ class Dimension:
             return int(self.high - self.low) + 1
         return None
 
+    def grid_bound(self) -> int:
+        """
+        At most how many values this dimension gives a grid, computed without listing them.
+
+        Exact, except for an int range with ``num`` (``num``: rounding may merge points).
+        """
+        if self.distribution == "choice":
+            return len(self.values)
+        if self.num is not None:
+            return self.num
+        if self.distribution == "int":
+            return len(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
+        if self.step is None:
+            return 1  # not a grid axis: grid_values says so
+        return self._float_steps(self.step)
+
+    def _float_steps(self, step: float) -> int:
+        return int(math.floor((self.high - self.low) / step + 1e-9)) + 1
+
     def grid_values(self) -> list[Any]:
         """Return the values this dimension contributes to a grid."""
         if self.distribution == "choice":
@@ -100,7 +119,7 @@ class Dimension:
             points = _spaced(self.low, self.high, self.num, self.log)
             if self.distribution == "int":
                 return sorted({int(round(p)) for p in points})
-            return [_round(p) for p in points]
+            return list(dict.fromkeys(_round(p) for p in points))  # low == high: one point, not num
         if self.distribution == "int":
             return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
         if self.step is None:
@@ -108,8 +127,8 @@ class Dimension:
                 f"search_space[{self.name!r}]: a float range needs 'num' (or 'step') to be used "
                 f"in a grid, got low={self.low!r}, high={self.high!r}"
             )
-        count = int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
-        return [_round(self.low + i * self.step) for i in range(count)]
+        stepped = (_round(self.low + i * self.step) for i in range(self._float_steps(self.step)))
+        return list(dict.fromkeys(stepped))  # a step below the 12 rounded digits repeats points
 
     def sample(self, rng: random.Random) -> Any:
         """Draw one value; only ``rng.random()`` is used, so draws are stable across versions."""
@@ -152,6 +171,13 @@ def _is_choice(spec: Mapping[str, Any]) -> bool:
 
 def _dimension(name: str, spec: Any) -> Dimension:
     """Build the dimension of an entry that passed the schema (a dict entry has its distribution)."""
+    try:
+        _canonical(spec)  # what trial ids hash; a set or an object would fail there
+    except (TypeError, ValueError, RecursionError) as err:
+        raise ValueError(
+            f"search_space[{name!r}] must be JSON data (strings, numbers, booleans, None, lists and "
+            f"dicts with string keys), got {spec!r}"
+        ) from err
     if isinstance(spec, (list, tuple)):
         return Dimension(name=name, distribution="choice", values=tuple(spec))
     if not isinstance(spec, Mapping):
@@ -161,6 +187,17 @@ def _dimension(name: str, spec: Any) -> Dimension:
     low, high = spec["low"], spec["high"]
     if low > high:
         raise ValueError(f"search_space[{name!r}]: low must be <= high, got low={low!r}, high={high!r}")
+    if not math.isfinite(_width(low, high)):
+        raise ValueError(
+            f"search_space[{name!r}]: the range is too wide, high - low must be a finite float, "
+            f"got low={low!r}, high={high!r}"
+        )
+    step = spec.get("step")
+    if step is not None and not math.isfinite(_width(low, high) / step):
+        raise ValueError(
+            f"search_space[{name!r}]: step is too small for the range, got step={step!r}, "
+            f"low={low!r}, high={high!r}"
+        )
     return Dimension(
         name=name,
         distribution=spec["distribution"],
@@ -170,6 +207,14 @@ def _dimension(name: str, spec: Any) -> Dimension:
         num=spec.get("num"),
         log=spec.get("log", False),
     )
+
+
+def _width(low: float, high: float) -> float:
+    """``high - low`` as a float; inf when it does not fit one (bounds beyond the float range)."""
+    try:
+        return float(high) - float(low)
+    except OverflowError:
+        return math.inf
 
 
 def _resources_dimension(spec: Any) -> Dimension:
@@ -213,10 +258,21 @@ def trial_id(params: Mapping[str, Any], resources: Mapping[str, Any] | None = No
     :param params: The trial's parameters.
     :param resources: The trial's resources dict, when it has one (it is part of the identity).
     """
+    if not isinstance(params, Mapping):
+        raise ValueError(f"params must be a mapping of parameter name to value, got {params!r}")
+    if resources is not None and not isinstance(resources, Mapping):
+        raise ValueError(f"resources must be a resources dict or None, got {resources!r}")
     payload: dict[str, Any] = {"params": dict(params)}
     if resources:
         payload["resources"] = dict(resources)
-    return hashlib.sha256(_canonical(payload).encode()).hexdigest()[:16]
+    try:
+        text = _canonical(payload)
+    except (TypeError, ValueError, RecursionError) as err:
+        raise ValueError(
+            f"a trial's params must be JSON data (strings, numbers, booleans, None, lists and dicts "
+            f"with string keys), got {params!r}"
+        ) from err
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def make_trial(params: Mapping[str, Any], resources: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -227,7 +283,7 @@ def make_trial(params: Mapping[str, Any], resources: Mapping[str, Any] | None = 
     :param resources: Compute for this trial, validated by ``Resources.from_dict``.
     """
     res = Resources.from_dict(resources).to_dict() if resources else None
-    trial: dict[str, Any] = {"trial_id": trial_id(params, res), "hparams": dict(params)}
+    trial: dict[str, Any] = {"trial_id": trial_id(params, res), "hparams": dict(params)}  # checks params
     if res:
         trial["resources"] = res
     return trial
@@ -264,8 +320,18 @@ def trials_from_grid(
         its keys per trial.
     :param max_trials: Refuse grids with more trials than this.
     """
+    if isinstance(max_trials, bool) or not isinstance(max_trials, int) or max_trials < 1:
+        raise ValueError(f"max_trials must be an integer >= 1, got {max_trials!r}")
     dims = parse_search_space(search_space)
     default_res = _default_resources(resources)
+    for dim in dims:  # every axis has at least one value: one axis over the limit is enough to refuse
+        bound = dim.grid_bound()
+        if bound > max_trials:
+            asked = f"num={dim.num!r} grid points" if dim.num is not None else f"{bound} grid values"
+            raise ValueError(
+                f"search_space[{dim.name!r}] alone has {asked}, more than max_trials={max_trials!r}; "
+                "sample it with trials_from_random or raise max_trials"
+            )
     axes = [dim.grid_values() for dim in dims]
     total = math.prod(len(axis) for axis in axes)
     if total > max_trials:

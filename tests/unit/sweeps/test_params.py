@@ -131,6 +131,25 @@ def test_schema_rejects_bad_values_with_its_message(param, value, message):
             lambda: sweep_params(search_space=SPACE, min_success_ratio=2),
             "min_success_ratio must be a number between 0 and 1, got 2",
         ),
+        # regressions found by tests/chaos/test_bad_inputs.py (TypeError before)
+        (lambda: n_trials_param(5, maximum="10"), "n_trials maximum must be an integer >= 1, got '10'"),
+        (
+            lambda: sweep_params(search_space=SPACE, rounds="3", trials_per_round=4),
+            "rounds must be an integer >= 1, got '3'",
+        ),
+        (
+            lambda: runtime_param(allowed=[["docker"]]),
+            "allowed must be a non-empty subset of ['docker', 'kubernetes', 'local'], got [['docker']]",
+        ),
+        (
+            lambda: runtime_param(allowed=5),
+            "allowed must be a non-empty subset of ['docker', 'kubernetes', 'local'], got 5",
+        ),
+        # regression: accepted, then the form refused its own default on every run
+        (
+            lambda: metric_param("val loss"),
+            "metric must be a name without whitespace (pattern ^\\S+$), got 'val loss'",
+        ),
     ],
     ids=[
         "n-trials-default",
@@ -142,6 +161,11 @@ def test_schema_rejects_bad_values_with_its_message(param, value, message):
         "metric-default",
         "space-default",
         "ratio-default",
+        "n-trials-maximum-str",
+        "rounds-str",
+        "runtime-allowed-unhashable",
+        "runtime-allowed-int",
+        "metric-with-space",
     ],
 )
 def test_bad_defaults_fail_at_parse_time(factory, message):
@@ -163,3 +187,9 @@ def test_cache_params_reject_bad_values():
         sweep_params(search_space=SPACE, cache="sometimes")
     with pytest.raises(ValueError, match="cache_key must be None or a non-empty string, got ''"):
         sweep_params(search_space=SPACE, cache_key="")
+
+
+def test_search_space_param_takes_the_json_text_parse_search_space_takes():
+    # regression: parse_search_space accepted the text, then dict(text) raised an unclear ValueError
+    param = search_space_param('{"lr": [0.1, 0.01]}')
+    assert ParamsDict({"search_space": param}).validate() == {"search_space": {"lr": [0.1, 0.01]}}
