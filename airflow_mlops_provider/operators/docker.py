@@ -14,7 +14,6 @@ DockerOperator's (benchmarks/parse_time.py).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.exceptions import AirflowException, AirflowSkipException
@@ -24,7 +23,6 @@ from airflow_mlops_provider.checkpoints.settings import CHECKPOINT_DIR_ENV, CONT
 from airflow_mlops_provider.checkpoints.task import init_checkpoint, task_session
 from airflow_mlops_provider.compute import Resources, build_docker_host_config
 from airflow_mlops_provider.docker_gpu.host import (
-    GPU_IDS_LABEL,
     NO_DEVICE_DRIVER,
     no_driver_message,
     parse_host_inventory,
@@ -56,7 +54,11 @@ from airflow_mlops_provider.operators.docker_args import (
     environment_at_init,
 )
 from airflow_mlops_provider.operators.docker_checkpoint import checkpoint_mount, start_checkpoint
-from airflow_mlops_provider.operators.docker_container import TaskContainer
+from airflow_mlops_provider.operators.docker_container import (
+    TaskContainer,
+    container_labels,
+    engine_client_spec,
+)
 from airflow_mlops_provider.operators.docker_streams import (
     BURST_LINES,
     read_result_file,
@@ -65,6 +67,8 @@ from airflow_mlops_provider.operators.docker_streams import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping, Sequence
+
     from airflow.sdk import Context
 
     from airflow_mlops_provider.checkpoints.session import CheckpointSession
@@ -72,7 +76,6 @@ if TYPE_CHECKING:
 
 __all__ = ["AUTO_REMOVE", "BURST_LINES", "GPU_FALLBACKS", "GpuDockerOperator"]
 
-_LABEL_PREFIX = "airflow-mlops."
 #: The task identity recorded in a GPU lease (and its waiting marker), for the GPUs view.
 _LEASE_TASK_KEYS = ("dag_id", "task_id", "run_id", "map_index", "try_number")
 
@@ -241,18 +244,6 @@ class GpuDockerOperator(ResourcesPartialMixin, DockerRunSeam):
         url = self.docker_url
         return ",".join(url) if isinstance(url, (list, tuple)) else str(url)
 
-    def _labels(self, identity: Mapping[str, str], gpu_ids: Sequence[str] | None) -> dict[str, str]:
-        labels: dict[str, str] = {}
-        if isinstance(self.labels, Mapping):
-            labels.update({str(k): str(v) for k, v in self.labels.items()})
-        elif self.labels:
-            labels.update({str(k): "" for k in self.labels})
-        for key in ("dag_id", "task_id", "run_id", "map_index", "try_number"):
-            labels[_LABEL_PREFIX + key] = identity[key]
-        if gpu_ids:
-            labels[GPU_IDS_LABEL] = ",".join(gpu_ids)
-        return labels
-
     # -- GPUs -----------------------------------------------------------------------------------
 
     def _fallback_or_fail(self, message: str) -> None:
@@ -293,20 +284,6 @@ class GpuDockerOperator(ResourcesPartialMixin, DockerRunSeam):
 
     # -- execute ----------------------------------------------------------------------------------
 
-    def _reaper_client(self) -> dict[str, Any]:
-        """How the container reaper reaches this task's engine (the hook's URL, version and TLS)."""
-        urls = self.docker_url if isinstance(self.docker_url, (list, tuple)) else [self.docker_url]
-        return {
-            "docker_urls": [str(u) for u in urls],
-            "api_version": self.api_version,
-            "tls": {
-                "ca_cert": self.tls_ca_cert,
-                "client_cert": self.tls_client_cert,
-                "client_key": self.tls_client_key,
-                "verify": self.tls_verify,
-            },
-        }
-
     def execute(self, context: Context) -> Any:
         resources = rendered("resources", lambda v: docker_resources(v, self._native), self.compute_resources)
         gpu_ids = rendered("gpu_ids", lambda v: docker_gpu_ids(resources, v, self._native), self.gpu_ids)
@@ -333,7 +310,7 @@ class GpuDockerOperator(ResourcesPartialMixin, DockerRunSeam):
             stop_grace_period=self.stop_grace_period,
             log=self.log,  # type: ignore[arg-type]
             try_number=int(identity["try_number"]),
-            client=self._reaper_client(),
+            client=engine_client_spec(self),
             will_retry=int(identity["try_number"]) <= int(self.retries or 0),
         )
         if self._killed:  # SIGTERM before the container could be known: create nothing
@@ -415,7 +392,7 @@ class GpuDockerOperator(ResourcesPartialMixin, DockerRunSeam):
             name=run.name,
             target_mounts=target_mounts,
             engine=build_docker_host_config(resources, gpu_ids),
-            labels=self._labels(identity, gpu_ids),
+            labels=container_labels(self.labels, identity, gpu_ids),
         )
         container_id = run.create(host_kwargs, create_kwargs, result_dir=self.return_result_file)
         try:

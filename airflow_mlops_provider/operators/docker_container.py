@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow_mlops_provider.docker_gpu.host import GPU_IDS_LABEL
@@ -24,7 +25,7 @@ from airflow_mlops_provider.operators.docker_streams import result_dir_tar
 
 if TYPE_CHECKING:
     import logging
-    from collections.abc import Callable, Iterable, Mapping
+    from collections.abc import Callable, Iterable, Sequence
 
     from docker import APIClient
 
@@ -32,7 +33,52 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-__all__ = ["ENGINE_WAIT", "TaskContainer", "engine_unreachable"]
+#: Every container's labels name its task instance: ``airflow-mlops.dag_id``, ``.task_id``,
+#: ``.run_id``, ``.map_index`` and ``.try_number`` (the try that created it).
+LABEL_PREFIX = "airflow-mlops."
+
+
+def container_labels(
+    user_labels: Mapping[str, Any] | Sequence[str] | None,
+    identity: Mapping[str, str],
+    gpu_ids: Sequence[str] | None,
+) -> dict[str, str]:
+    """The user's ``labels`` (a mapping or a list of names) plus the task identity and GPU ids."""
+    labels: dict[str, str] = {}
+    if isinstance(user_labels, Mapping):
+        labels.update({str(k): str(v) for k, v in user_labels.items()})
+    elif user_labels:
+        labels.update({str(k): "" for k in user_labels})
+    for key in ("dag_id", "task_id", "run_id", "map_index", "try_number"):
+        labels[LABEL_PREFIX + key] = identity[key]
+    if gpu_ids:
+        labels[GPU_IDS_LABEL] = ",".join(gpu_ids)
+    return labels
+
+
+def engine_client_spec(op: Any) -> dict[str, Any]:
+    """How the container reaper reaches a DockerOperator's engine (its URL or URLs, API version, TLS)."""
+    urls = op.docker_url if isinstance(op.docker_url, (list, tuple)) else [op.docker_url]
+    return {
+        "docker_urls": [str(u) for u in urls],
+        "api_version": op.api_version,
+        "tls": {
+            "ca_cert": op.tls_ca_cert,
+            "client_cert": op.tls_client_cert,
+            "client_key": op.tls_client_key,
+            "verify": op.tls_verify,
+        },
+    }
+
+
+__all__ = [
+    "ENGINE_WAIT",
+    "LABEL_PREFIX",
+    "TaskContainer",
+    "container_labels",
+    "engine_client_spec",
+    "engine_unreachable",
+]
 
 _RUNNING_STATES = ("running", "restarting", "paused")
 #: How long a task waits for an engine that went away (a restart) before it gives up, in seconds.

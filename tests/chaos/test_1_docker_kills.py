@@ -93,7 +93,7 @@ def _run_case(chaos: ChaosServices, cli: Any, name: str, attempt: int) -> tuple[
 
 def test_concurrent_kills(docker_stack: ChaosServices, cli: Any) -> None:
     chaos = docker_stack
-    n = repetitions(2)
+    n = repetitions(1)
     results: dict[str, list[tuple[faults.Case, dict[str, int]]]] = {name: [] for name in CONCURRENT}
     with ThreadPoolExecutor(max_workers=len(CONCURRENT)) as pool:
         for attempt in range(n):
