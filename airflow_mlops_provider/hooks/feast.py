@@ -23,7 +23,10 @@ and a reader can catch the file half-written. The hook therefore
 - does the long part of a materialization (offline read, online write) outside the lock, so
   feature views fan out in parallel (:mod:`.feast_materialize`);
 - for a SQLite online store, which admits one writer at a time, prepares each batch outside
-  the database lock and queues the writes on ``<online db>.write.lock`` (``_feast_sqlite``).
+  the database lock and queues the writes on ``<online db>.write.lock`` (``_feast_sqlite``);
+- keeps ``asset-<view>.lock`` from a materialize task's asset event to the end of its process
+  (:meth:`FeastHook.hold_until_exit`), so Airflow never creates one feature view's asset for
+  two tasks at once (``FeastMaterializeOperator._emit_asset_events``).
 
 The lock holds between processes of one host. Workers on several hosts need a SQL registry, or
 an Airflow pool of size 1 per repo for the Feast tasks. Nothing slow happens inside it: the
@@ -39,7 +42,9 @@ behind a version gate with a public fallback.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
+import time
 from contextlib import nullcontext
 from datetime import timezone
 from functools import cached_property
@@ -52,7 +57,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from airflow_mlops_provider._compat import feast as feast_compat
 from airflow_mlops_provider._compat.feast import import_feast
 from airflow_mlops_provider.exceptions import FeatureStoreError
-from airflow_mlops_provider.file_locks import hold_lock
+from airflow_mlops_provider.file_locks import hold_lock, try_lock_fd
 from airflow_mlops_provider.hooks import feast_materialize
 from airflow_mlops_provider.hooks.feast_apply import ApplyPlan
 from airflow_mlops_provider.hooks.feast_errors import FeastLockTimeoutError, is_transient_feast_error
@@ -67,6 +72,9 @@ if TYPE_CHECKING:
     from feast.repo_config import RepoConfig
 
 __all__ = ["ApplyPlan", "FeastHook", "FeastLockTimeoutError", "ViewMaterialization", "import_feast"]
+
+#: Lock file path -> descriptor of the locks :meth:`FeastHook.hold_until_exit` took.
+_HELD_UNTIL_EXIT: dict[str, int] = {}
 
 
 class FeastHook(BaseHook):
@@ -88,6 +96,12 @@ class FeastHook(BaseHook):
         self, feast_conn_id: str = default_conn_name, *, lock_timeout: float = 600.0, typecheck: bool = False
     ) -> None:
         super().__init__()
+        if (
+            isinstance(lock_timeout, bool)
+            or not isinstance(lock_timeout, (int, float))
+            or not 0 <= lock_timeout <= sys.float_info.max
+        ):
+            raise ValueError(f"lock_timeout must be a number of seconds >= 0, got {lock_timeout!r}")
         self.feast_conn_id = feast_conn_id
         self.lock_timeout = lock_timeout
         self.typecheck = typecheck
@@ -258,6 +272,33 @@ class FeastHook(BaseHook):
     def registry_lock(self) -> AbstractContextManager[None]:
         """Exclusive lock around a registry read-modify-write (between processes of one host)."""
         return self.file_lock("registry.lock", "registry lock")
+
+    def hold_until_exit(self, name: str, timeout: float) -> bool:
+        """
+        Take the lock ``name`` in :attr:`lock_dir` and keep it until this process exits.
+
+        For what must stay serialised beyond the hook's own calls, up to the end of the task
+        process (the kernel drops the lock then, even after a ``SIGKILL``). Taking a lock this
+        process holds already returns at once.
+
+        :param name: The lock file's name.
+        :param timeout: Seconds to wait for another process to let it go.
+        :returns: True when held; False for SQL and remote registries (no lock directory), or
+            after ``timeout``.
+        """
+        if self.lock_dir is None:
+            return False
+        path = self.lock_dir / name
+        if str(path) in _HELD_UNTIL_EXIT:
+            return True
+        path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + timeout
+        while (fd := try_lock_fd(path)) is None:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        _HELD_UNTIL_EXIT[str(path)] = fd  # never closed: the lock lasts as long as the process
+        return True
 
     # --- reading the registry ------------------------------------------------------------
 

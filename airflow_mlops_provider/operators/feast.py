@@ -28,7 +28,12 @@ if TYPE_CHECKING:
 
 #: Name of the asset alias through which materialize operators emit feature-view asset events.
 DEFAULT_ASSET_ALIAS = "feast-feature-views"
+#: The most items ``backfill_chunks`` returns (far above ``[core] max_map_length``, 1024 by default).
+MAX_BACKFILL_ITEMS = 100_000
 _PROGRESS_EVERY_S = 5.0
+#: How long a materialize task waits for another one of this host emitting the same feature
+#: view's asset event to end (see ``FeastMaterializeOperator._emit_asset_events``).
+_ASSET_EMIT_WAIT_S = 60.0
 
 
 # --- argument helpers (no Feast import) ------------------------------------------------------
@@ -70,7 +75,8 @@ def backfill_chunks(
 
     ``FeastMaterializeOperator.partial(task_id=...).expand_kwargs(backfill_chunks(...))``
 
-    :raises ValueError: for naive or reversed bounds, or a non-positive chunk.
+    :raises ValueError: for naive or reversed bounds, a non-positive chunk, or more than
+        :data:`MAX_BACKFILL_ITEMS` items.
     """
     start_dt = _parse_datetime(start, "start")
     end_dt = _parse_datetime(end, "end")
@@ -80,10 +86,17 @@ def backfill_chunks(
         raise ValueError(f"chunk must be a positive timedelta, got {chunk!r}")
     if feature_views is not None:
         _check_view_names(feature_views, "feature_views")
+    whole, rest = divmod(end_dt - start_dt, chunk)
+    count = (whole + (1 if rest else 0)) * (1 if feature_views is None else len(feature_views))
+    if count > MAX_BACKFILL_ITEMS:
+        raise ValueError(
+            f"chunk={chunk!r} cuts [{start_dt.isoformat()}, {end_dt.isoformat()}] into {count} items, "
+            f"more than {MAX_BACKFILL_ITEMS}; give a longer chunk"
+        )
     windows = []
     cursor = start_dt
     while cursor < end_dt:
-        upper = min(cursor + chunk, end_dt)
+        upper = end_dt if end_dt - cursor <= chunk else cursor + chunk  # cursor + chunk may pass datetime.max
         windows.append((cursor, upper))
         cursor = upper
     items = []
@@ -117,7 +130,10 @@ def _parse_datetime(value: Any, arg: str) -> datetime:
         raise ValueError(f"{arg} must be a timezone-aware datetime, got {value!r}")
     if parsed.tzinfo is None or parsed.tzinfo.utcoffset(parsed) is None:
         raise ValueError(f"{arg} must be timezone-aware (e.g. end with +00:00), got {value!r}")
-    utc = parsed.astimezone(timezone.utc)
+    try:
+        utc = parsed.astimezone(timezone.utc)
+    except OverflowError:  # e.g. 0001-01-01T00:00+01:00 is before datetime.min in UTC
+        raise ValueError(f"{arg} must fall between years 1 and 9999 in UTC, got {value!r}") from None
     # A plain datetime (not pendulum's subclass), so arithmetic and comparisons stay predictable.
     return datetime(
         utc.year, utc.month, utc.day, utc.hour, utc.minute, utc.second, utc.microsecond, tzinfo=timezone.utc
@@ -272,8 +288,16 @@ class FeastMaterializeOperator(BaseOperator):
         self.online_write_batch_size = online_write_batch_size
         self.newer_wins = newer_wins
         self.asset_alias = asset_alias
+        if asset_alias is not None and not isinstance(asset_alias, str):
+            raise ValueError(f"asset_alias must be an asset alias name or None, got {asset_alias!r}")
         if asset_alias:
-            self.outlets = [*self.outlets, AssetAlias(name=asset_alias)]
+            try:
+                alias = AssetAlias(name=asset_alias)
+            except ValueError as err:  # Airflow's own rules for a name (length, whitespace...)
+                raise ValueError(
+                    f"asset_alias is not a valid asset alias name ({err}), got {asset_alias!r}"
+                ) from err
+            self.outlets = [*self.outlets, alias]
 
     def _rendered_views(self) -> list[str] | None:
         views = self.feature_views
@@ -343,15 +367,39 @@ class FeastMaterializeOperator(BaseOperator):
                 result.seconds,
                 result.rows / max(result.seconds, 1e-9),
             )
-        self._emit_asset_events(context, hook.project, results)
+        self._emit_asset_events(context, hook, results)
         return {r.feature_view: r.summary() for r in results}
 
-    def _emit_asset_events(self, context: Context, project: str, results: list[ViewMaterialization]) -> None:
+    def _emit_asset_events(
+        self, context: Context, hook: FeastHook, results: list[ViewMaterialization]
+    ) -> None:
+        """
+        Add one event per feature view to the alias, one emitter of a view at a time per host.
+
+        Airflow (3.0 to 3.3.2 at least) creates the asset of an alias event it has not seen yet
+        while it records the task's success, and nothing stops two tasks from creating it at
+        once: the second one's insert breaks the asset's unique index and Airflow marks that task
+        failed (not up for retry), its materialization done. So the first events of a feature
+        view from two runs of one window, or from the chunks of a first backfill, failed all but
+        one task. Before adding a view's event, a task takes ``asset-<view>.lock`` in the repo's
+        lock directory and keeps it until its process exits, which is after the task runner's
+        success report came back (so the asset exists); the next task emitting that view waits
+        for it. Locks are taken in name order, so two tasks never wait for each other. Workers
+        on several hosts (SQL registry) are not covered.
+        """
         if not self.asset_alias:
             return
         events = context["outlet_events"][AssetAlias(name=self.asset_alias)]
-        for result in results:
-            events.add(feature_view_asset(project, result.feature_view), extra=result.summary())
+        for result in sorted(results, key=lambda r: r.feature_view):
+            view = result.feature_view
+            if not hook.hold_until_exit(f"asset-{view}.lock", _ASSET_EMIT_WAIT_S) and hook.lock_dir:
+                self.log.warning(
+                    "Another task of this host still reports an asset event of %s after %g s; "
+                    "emitting this one anyway",
+                    view,
+                    _ASSET_EMIT_WAIT_S,
+                )
+            events.add(feature_view_asset(hook.project, view), extra=result.summary())
 
 
 class FeastMaterializeIncrementalOperator(FeastMaterializeOperator):
