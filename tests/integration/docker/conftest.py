@@ -83,6 +83,16 @@ def remove_all(cli: Any, dag_id: str) -> None:
         cli.remove_container(item["Id"], force=True)
 
 
+def markers_dir(tmp_path: Path) -> Path:
+    """A world-writable directory to bind-mount at /markers (trainers write a file per start)."""
+    import os
+
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    os.chmod(markers, 0o777)
+    return markers
+
+
 def py(code: str) -> list[str]:
     """A container command running ``code`` with python3."""
     return ["python3", "-c", code]
@@ -99,6 +109,7 @@ __all__ = [
     "DOCKER_URL",
     "RESULT_CODE",
     "make_context",
+    "markers_dir",
     "py",
     "remove_all",
     "task_containers",

@@ -22,7 +22,13 @@ import pytest
 
 from airflow_mlops_provider.operators.docker import GpuDockerOperator
 from tests.conftest import REPO_ROOT
-from tests.integration.docker.conftest import make_context, task_containers, unique_dag_id, wait_for_running
+from tests.integration.docker.conftest import (
+    make_context,
+    markers_dir,
+    task_containers,
+    unique_dag_id,
+    wait_for_running,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -30,7 +36,7 @@ if TYPE_CHECKING:
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 
 
-def _orphaned_first_try(dag_id: str, image: str, markers: Path, retries: int, log: Path) -> None:
+def _orphaned_first_try(cli, dag_id: str, image: str, markers: Path, retries: int, log: Path) -> None:
     command = (
         f"{sys.executable} -m tests.integration.docker._kill_worker {dag_id} {image} {markers} 3 6 {retries}"
         f" > {log} 2>&1; true"  # '; true': the shell forks the worker instead of exec'ing it
@@ -39,7 +45,7 @@ def _orphaned_first_try(dag_id: str, image: str, markers: Path, retries: int, lo
         ["sh", "-c", command], cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     )
     try:
-        wait_for_running(cli_for_test(), dag_id, timeout=120)
+        wait_for_running(cli, dag_id, timeout=120)
     finally:
         supervisor.send_signal(signal.SIGKILL)  # the supervisor dies; the task process does not
         supervisor.wait(timeout=30)
@@ -49,24 +55,11 @@ def _orphaned_first_try(dag_id: str, image: str, markers: Path, retries: int, lo
     assert "result" in log.read_text(), log.read_text()[-3000:]
 
 
-def cli_for_test():
-    import docker
-
-    return docker.APIClient(base_url="unix://var/run/docker.sock")
-
-
-def _markers(tmp_path: Path) -> Path:
-    markers = tmp_path / "markers"
-    markers.mkdir()
-    os.chmod(markers, 0o777)
-    return markers
-
-
 def test_retry_collects_the_container_of_an_orphaned_try(base_image, cli, lease_dir, tmp_path):
     dag_id = unique_dag_id("orphaned_try")
-    markers = _markers(tmp_path)
+    markers = markers_dir(tmp_path)
     try:
-        _orphaned_first_try(dag_id, base_image, markers, retries=1, log=tmp_path / "try1.log")
+        _orphaned_first_try(cli, dag_id, base_image, markers, retries=1, log=tmp_path / "try1.log")
         kept = task_containers(cli, dag_id)
         assert [c["State"] for c in kept] == ["exited"], (tmp_path / "try1.log").read_text()[-3000:]
         retry = GpuDockerOperator(
@@ -90,7 +83,9 @@ def test_retry_collects_the_container_of_an_orphaned_try(base_image, cli, lease_
 def test_without_a_retry_the_orphaned_try_removes_its_container(base_image, cli, lease_dir, tmp_path):
     dag_id = unique_dag_id("orphaned_last")
     try:
-        _orphaned_first_try(dag_id, base_image, _markers(tmp_path), retries=0, log=tmp_path / "try1.log")
+        _orphaned_first_try(
+            cli, dag_id, base_image, markers_dir(tmp_path), retries=0, log=tmp_path / "try1.log"
+        )
         assert task_containers(cli, dag_id) == [], "nobody would ever collect it"
     finally:
         for item in task_containers(cli, dag_id):

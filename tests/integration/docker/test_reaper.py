@@ -24,7 +24,13 @@ import pytest
 
 from airflow_mlops_provider.docker_gpu.leases import lease_dir_for_host, try_lease_ids
 from tests.conftest import REPO_ROOT
-from tests.integration.docker.conftest import DOCKER_URL, task_containers, unique_dag_id, wait_for_running
+from tests.integration.docker.conftest import (
+    DOCKER_URL,
+    markers_dir,
+    task_containers,
+    unique_dag_id,
+    wait_for_running,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -61,16 +67,9 @@ def _wait_gone(cli, dag_id: str, timeout: float = 30) -> list:
     return task_containers(cli, dag_id)
 
 
-def _markers(tmp_path: Path) -> Path:
-    markers = tmp_path / "markers"
-    markers.mkdir()
-    os.chmod(markers, 0o777)
-    return markers
-
-
 def test_sigkill_during_on_kill_leaves_no_container(base_image, cli, lease_dir, tmp_path):
     dag_id = unique_dag_id("reaper_stop")
-    proc = _worker(dag_id, base_image, _markers(tmp_path), grace=3)
+    proc = _worker(dag_id, base_image, markers_dir(tmp_path), grace=3)
     try:
         wait_for_running(cli, dag_id, timeout=120)
         proc.send_signal(signal.SIGTERM)
@@ -88,7 +87,7 @@ def test_sigkill_during_on_kill_leaves_no_container(base_image, cli, lease_dir, 
 
 def test_sigterm_before_the_container_exists_starts_none(base_image, cli, lease_dir, tmp_path):
     dag_id = unique_dag_id("reaper_lease")
-    markers = _markers(tmp_path)
+    markers = markers_dir(tmp_path)
     held = try_lease_ids(DOCKER_URL, ["0"], 1, lease_dir=lease_dir_for_host(DOCKER_URL))
     assert held is not None
     proc = _worker(dag_id, base_image, markers, grace=3)
