@@ -46,7 +46,7 @@ chaos: env
 PYTEST_WORKERS ?= 2
 test: lint typecheck
 	$(VENV)/bin/python -m pytest tests/unit -n $(PYTEST_WORKERS)
-	$(VENV)/bin/python -m pytest tests --ignore=tests/unit
+	$(VENV)/bin/python -m pytest tests --ignore=tests/unit --durations=40
 
 # The version matrix: tests/unit and tests/smoke in two more envs built with uv under build/matrix:
 # "floor" (every declared minimum at once) and "latest" (a fresh resolution, no lock).

@@ -164,6 +164,7 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": [
                     "airflow_mlops_provider.hooks.mlflow",
                     "airflow_mlops_provider.hooks.mlflow_base",
+                    "airflow_mlops_provider.hooks.mlflow_versions",
                 ],
             },
             {"integration-name": "Feast", "python-modules": ["airflow_mlops_provider.hooks.feast"]},

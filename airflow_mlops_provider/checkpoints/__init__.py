@@ -7,9 +7,10 @@
   written last, and restores that never take a half-written checkpoint;
 - :mod:`~airflow_mlops_provider.checkpoints.session`: the worker's lifecycle (Docker, local,
   Python trials);
-- :mod:`~airflow_mlops_provider.checkpoints.kubernetes`: an init container and a native sidecar.
+- :mod:`~airflow_mlops_provider.checkpoints.kubernetes`: an init container and a native sidecar
+  (:mod:`~airflow_mlops_provider.checkpoints.sidecar` is what they run).
 
-``store`` and ``sync`` import only the standard library (boto3 inside functions): they also run
+``store``, ``sync`` and ``sidecar`` import only the standard library (boto3 inside functions): they also run
 inside pods whose image does not have this package.
 """
 

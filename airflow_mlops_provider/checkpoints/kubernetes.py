@@ -13,8 +13,8 @@ The pod syncs itself, so a killed worker, a rescheduled pod or a deleted one los
   deleted (within the pod's ``terminationGracePeriodSeconds``).
 
 Both run ``checkpoint_sync_image``, which needs python3 and boto3 but not this package: the
-source of :mod:`~airflow_mlops_provider.checkpoints.store` and
-:mod:`~airflow_mlops_provider.checkpoints.sync` travels compressed in the env var
+source of :mod:`~airflow_mlops_provider.checkpoints.store`, :mod:`~airflow_mlops_provider.checkpoints.sync`
+and :mod:`~airflow_mlops_provider.checkpoints.sidecar` travels compressed in the env var
 ``MLOPS_CHECKPOINT_SYNC_SOURCE``, and a short bootstrap runs it. Credentials never enter the
 pod spec: give a Secret's name in ``checkpoint_secret`` (its keys, such as
 ``AWS_ACCESS_KEY_ID`` and ``AWS_SECRET_ACCESS_KEY``, become the sync containers' environment), or
@@ -51,10 +51,10 @@ VOLUME_NAME = "mlops-checkpoint"
 RESTORE_CONTAINER = "mlops-checkpoint-restore"
 SYNC_CONTAINER = "mlops-checkpoint-sync"
 SOURCE_ENV = "MLOPS_CHECKPOINT_SYNC_SOURCE"
-_MODULES = ("store", "sync")
+_MODULES = ("store", "sync", "sidecar")
 _PACKAGE = "airflow_mlops_provider.checkpoints"
 
-#: Registers the shipped modules under their own names, then runs ``sync.main``.
+#: Registers the shipped modules under their own names, then runs ``sidecar.main``.
 BOOTSTRAP = f"""\
 import base64, json, os, sys, types, zlib
 sources = json.loads(zlib.decompress(base64.b64decode(os.environ["{SOURCE_ENV}"])))
@@ -66,12 +66,12 @@ for name in {list(_MODULES)!r}:
     module = types.ModuleType("{_PACKAGE}." + name)
     sys.modules[module.__name__] = module
     exec(compile(sources[name], module.__name__, "exec"), module.__dict__)
-sys.exit(sys.modules["{_PACKAGE}.sync"].main(sys.argv[1:]))
+sys.exit(sys.modules["{_PACKAGE}.sidecar"].main(sys.argv[1:]))
 """
 
 
 def sync_source() -> str:
-    """Return the compressed source of ``store`` and ``sync`` (the value of ``MLOPS_CHECKPOINT_SYNC_SOURCE``)."""
+    """Return the compressed source of ``store``, ``sync`` and ``sidecar`` (the value of ``MLOPS_CHECKPOINT_SYNC_SOURCE``)."""
     here = Path(__file__).parent
     sources = {name: (here / f"{name}.py").read_text() for name in _MODULES}
     return base64.b64encode(zlib.compress(json.dumps(sources).encode(), 9)).decode()

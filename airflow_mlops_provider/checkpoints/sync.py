@@ -16,19 +16,16 @@ never restored; a manifest that cannot be read or lists a missing or wrongly siz
 "corrupt": nothing is restored (the caller starts from zero).
 
 Standard library only, and :mod:`~airflow_mlops_provider.checkpoints.store`: this module runs
-inside Kubernetes pods too (:func:`main` is the init container and the sidecar).
+inside Kubernetes pods too (:mod:`~airflow_mlops_provider.checkpoints.sidecar` is the init
+container and the sidecar).
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import json
 import logging
 import os
 import shutil
-import signal
-import sys
 import tempfile
 import threading
 import time
@@ -36,18 +33,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from airflow_mlops_provider.checkpoints.store import CheckpointStoreError, store_from_uri
+from airflow_mlops_provider.checkpoints.store import CheckpointStoreError
 
 __all__ = ["MANIFEST_NAME", "META_NAME", "CheckpointSync", "CheckpointTooLargeError", "PeriodicSync"]
-__all__ += ["RestoreResult", "UploadResult", "main"]
+__all__ += ["RestoreResult", "UploadResult"]
 
 MANIFEST_NAME = "manifest.json"
 #: The trainer's optional description of its checkpoint (``{"step": 1200}``), kept in the manifest.
 META_NAME = "mlops-checkpoint.json"
 FORMAT = 1
+#: How often one upload sends what changed while it ran before it writes the manifest anyway.
+UPLOAD_ROUNDS = 4
+#: The largest metadata file whose contents go into the manifest.
+META_MAX_BYTES = 64 * 1024
 #: A restore's temporary directory inside the checkpoint directory (never uploaded).
 STAGING_PREFIX = ".mlops-restore-"
 _LOG = logging.getLogger(__name__)
+
+
+def _parse_meta(data: bytes | None) -> dict[str, Any]:
+    """The trainer's metadata from the bytes of :data:`META_NAME` that were sent ({} if not JSON)."""
+    try:
+        parsed = json.loads(data) if data is not None else {}
+    except ValueError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
 
 
 class CheckpointTooLargeError(CheckpointStoreError):
@@ -233,7 +243,14 @@ class CheckpointSync:
         return files
 
     def upload(self) -> UploadResult:
-        """Upload what changed since the last manifest, then the new manifest (thread-safe)."""
+        """
+        Upload what changed since the last manifest, then the new manifest (thread-safe).
+
+        The files are sent, then the directory is scanned again: a file that changed meanwhile
+        is sent again (up to :data:`UPLOAD_ROUNDS` rounds), so the manifest lists the directory
+        as it was at one moment, never a file from one checkpoint beside another's. Its ``meta``
+        is the :data:`META_NAME` that was sent, not the one on disk when the manifest is written.
+        """
         started = time.monotonic()
         with self._lock:
             if not self._loaded:  # e.g. reattached to a running container: continue its generations
@@ -243,70 +260,101 @@ class CheckpointSync:
                     self._manifest = None
                 self._loaded = True
             previous = (self._manifest or {}).get("files", {})
-            scanned = self._scan()
-            total = sum(stat.st_size for stat in scanned.values())
-            if self.max_bytes is not None and total > self.max_bytes:
-                raise CheckpointTooLargeError(
-                    f"checkpoint in {self.local_dir} is {total} bytes, over checkpoint_max_bytes={self.max_bytes}; "
-                    "nothing was uploaded"
-                )
             generation = int((self._manifest or {}).get("generation", 0)) + 1
+            meta = (self._manifest or {}).get("meta", {}) if META_NAME in previous else {}
             files: dict[str, Any] = {}
-            sent = sent_bytes = 0
-            for rel, stat in sorted(scanned.items()):
-                old = previous.get(rel)
-                if (
-                    old is not None
-                    and old.get("size") == stat.st_size
-                    and old.get("mtime_ns") == stat.st_mtime_ns
-                ):
-                    files[rel] = old
-                    continue
-                key = f"data/{generation}/{rel}"
-                sent_stat = self._send(rel, key)
-                if sent_stat is None:
-                    if old is not None:
+            total, settled = 0, False
+            for _ in range(UPLOAD_ROUNDS):
+                scanned = self._scan()
+                total = sum(stat.st_size for stat in scanned.values())
+                if self.max_bytes is not None and total > self.max_bytes:
+                    raise CheckpointTooLargeError(
+                        f"checkpoint in {self.local_dir} is {total} bytes, over checkpoint_max_bytes={self.max_bytes}; "
+                        "nothing was uploaded"
+                    )
+                settled = set(files) <= set(scanned)
+                files = {rel: entry for rel, entry in files.items() if rel in scanned}
+                # The metadata file last: a trainer writes it after the files it describes.
+                for rel in sorted(scanned, key=lambda rel: (rel == META_NAME, rel)):
+                    stat = scanned[rel]
+                    old = files.get(rel, previous.get(rel))
+                    if old is not None and (old.get("size"), old.get("mtime_ns")) == (
+                        stat.st_size,
+                        stat.st_mtime_ns,
+                    ):
                         files[rel] = old
-                    continue
-                stat = sent_stat
-                files[rel] = {"key": key, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-                sent += 1
-                sent_bytes += stat.st_size
+                        continue
+                    settled = False
+                    key = f"data/{generation}/{rel}"
+                    sent = self._send(rel, key)
+                    if sent is None:
+                        if old is not None:
+                            files[rel] = old
+                        continue
+                    sent_stat, data = sent
+                    files[rel] = {"key": key, "size": sent_stat.st_size, "mtime_ns": sent_stat.st_mtime_ns}
+                    if rel == META_NAME:
+                        meta = _parse_meta(data)
+                if settled:
+                    break
+            if not settled and files != previous:
+                self.log.warning(
+                    "Checkpoint files in %s kept changing during %d upload rounds: generation %s may "
+                    "mix files written at different times",
+                    self.local_dir,
+                    UPLOAD_ROUNDS,
+                    generation,
+                )
+            if META_NAME not in files:
+                meta = {}
             if self._manifest is not None and files == previous:
                 return UploadResult(
                     self._manifest["generation"], 0, 0, len(files), total, time.monotonic() - started, False
                 )
+            mine = [entry for entry in files.values() if entry["key"].startswith(f"data/{generation}/")]
             manifest = {
                 "format": FORMAT,
                 "generation": generation,
                 "created": time.time(),
                 "files": files,
                 "bytes": sum(entry["size"] for entry in files.values()),
-                "meta": self._meta(),
+                "meta": meta,
             }
             self.store.put_bytes(self._key(MANIFEST_NAME), json.dumps(manifest, sort_keys=True).encode())
             self._manifest = manifest
             self._collect_garbage(files)
             return UploadResult(
-                generation, sent, sent_bytes, len(files), total, time.monotonic() - started, True
+                generation,
+                len(mine),
+                sum(entry["size"] for entry in mine),
+                len(files),
+                total,
+                time.monotonic() - started,
+                True,
             )
 
-    def _send(self, rel: str, key: str) -> os.stat_result | None:
+    def _send(self, rel: str, key: str) -> tuple[os.stat_result, bytes | None] | None:
         """
-        Upload one file; return the stat of what was sent, or None when it cannot be trusted.
+        Upload one file; return the stat of what was sent (and, for :data:`META_NAME`, its
+        bytes), or None when it cannot be trusted.
 
         One open file serves the whole upload: a trainer that replaces the file atomically
         (tmp + rename) meanwhile leaves this handle on the complete older version, which is sent
-        and recorded with its own size and mtime (the next upload sends the newer one). A file
-        written in place while it was read may be torn: None, and it goes with the next upload.
+        and recorded with its own size and mtime (the next round sends the newer one). A file
+        written in place while it was read may be torn: None, and it goes with the next round.
         """
         path = self.local_dir / rel
+        data: bytes | None = None
         try:
             with open(path, "rb") as handle:
                 before = os.fstat(handle.fileno())
-                # The store gets its own descriptor of the same open file (boto3 closes it).
-                with os.fdopen(os.dup(handle.fileno()), "rb") as stream:
-                    self.store.put_stream(self._key(key), stream)
+                if rel == META_NAME and before.st_size <= META_MAX_BYTES:
+                    data = handle.read()
+                    self.store.put_bytes(self._key(key), data)
+                else:
+                    # The store gets its own descriptor of the same open file (boto3 closes it).
+                    with os.fdopen(os.dup(handle.fileno()), "rb") as stream:
+                        self.store.put_stream(self._key(key), stream)
                 after = os.fstat(handle.fileno())
         except FileNotFoundError:  # renamed or removed since the scan (a trainer's tmp file)
             return None
@@ -315,19 +363,9 @@ class CheckpointSync:
                 f"cannot read checkpoint file {str(path)!r}: {err.strerror or err}"
             ) from err
         if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
-            self.log.debug("%s changed while it was uploaded; it goes with the next upload", rel)
+            self.log.debug("%s changed while it was uploaded; it goes with the next round", rel)
             return None
-        return before
-
-    def _meta(self) -> dict[str, Any]:
-        path = self.local_dir / META_NAME
-        try:
-            if path.stat().st_size <= 64 * 1024:
-                data = json.loads(path.read_text())
-                return data if isinstance(data, dict) else {}
-        except (OSError, ValueError):
-            pass
-        return {}
+        return before, data
 
     def _collect_garbage(self, files: dict[str, Any]) -> None:
         referenced = {self._key(entry["key"]) for entry in files.values()}
@@ -396,81 +434,3 @@ class PeriodicSync:
             self._thread.join()
             self._thread = None
         return self.sync.upload() if final else None
-
-
-def _log_upload(kind: str, result: UploadResult) -> None:
-    rate = result.bytes_uploaded / result.seconds / 1e6 if result.seconds > 0 else 0.0
-    _LOG.info(
-        "%s upload: generation %s, %d of %d file(s) sent, %d bytes in %.2f s (%.1f MB/s)",
-        kind,
-        result.generation,
-        result.files_uploaded,
-        result.files_total,
-        result.bytes_uploaded,
-        result.seconds,
-        rate,
-    )
-
-
-def main(argv: list[str] | None = None) -> int:
-    """
-    The Kubernetes init container (``restore``) and sidecar (``sidecar``).
-
-    Credentials come from the standard AWS environment (a Secret's ``envFrom``, or the pod's
-    identity); the endpoint from ``AWS_ENDPOINT_URL``. The sidecar uploads every ``--interval``
-    seconds and once more on SIGTERM (Kubernetes sends it after the main container exits), then
-    exits 0. Exit codes: 0 done, 2 a permanent error (a bad URI, no bucket, refused credentials,
-    too large), 1 anything else.
-    """
-    parser = argparse.ArgumentParser(prog="mlops-checkpoint-sync")
-    parser.add_argument("mode", choices=["restore", "sidecar"])
-    parser.add_argument("--uri", required=True)
-    parser.add_argument("--prefix", required=True)
-    parser.add_argument("--dir", required=True)
-    parser.add_argument("--interval", type=float, default=60.0)
-    parser.add_argument("--max-bytes", type=int, default=None)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s checkpoint: %(message)s")
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    try:
-        store = store_from_uri(args.uri, client_kwargs={"endpoint_url": endpoint} if endpoint else None)
-        sync = CheckpointSync(store, args.prefix, args.dir, max_bytes=args.max_bytes)
-        if args.mode == "restore":
-            store.check()
-            result = sync.restore()
-            # Not ours to chmod when the pod runs as a non-root user (an emptyDir is 0777 already).
-            with contextlib.suppress(PermissionError):
-                os.chmod(args.dir, 0o777)
-            what = f"{result.reason} ({result.files} files, {result.bytes} bytes)"
-            _LOG.info("restore of %s/%s: %s", store.uri, args.prefix, what)
-            return 0
-        stopping = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-        signal.signal(signal.SIGINT, lambda *_: stopping.set())
-        _LOG.info(
-            "sidecar: uploading %s to %s/%s every %s s", args.dir, store.uri, args.prefix, args.interval
-        )
-        while not stopping.wait(args.interval):
-            try:
-                _log_upload("periodic", sync.upload())
-            except CheckpointStoreError as err:
-                if err.permanent:
-                    raise
-                _LOG.warning("periodic upload failed (will try again): %s", err)
-        for attempt in range(3):  # the final upload is the one a retry needs: try it harder
-            try:
-                _log_upload("final", sync.upload())
-                return 0
-            except CheckpointStoreError as err:
-                if err.permanent or attempt == 2:
-                    raise
-                _LOG.warning("final upload failed (trying again): %s", err)
-                time.sleep(1 + attempt)
-        return 1  # pragma: no cover
-    except CheckpointStoreError as err:
-        _LOG.error("%s", err)
-        return 2 if err.permanent else 1
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -1,8 +1,9 @@
 """MlflowHook: the MLflow model registry as the operators, the sensor and the trigger use it.
 
-Finding a version, creating one exactly once per task instance, waiting until it is READY,
-reading a version's metrics, reading and moving aliases. The connection, the client and the
-meaning of MLflow's errors are in :mod:`airflow_mlops_provider.hooks.mlflow_base`.
+Finding a version, waiting until it is READY, reading a version's metrics, reading and moving
+aliases, a run's artifacts. Creating a version exactly once per task instance is in
+:mod:`airflow_mlops_provider.hooks.mlflow_versions`; the connection, the client and the meaning
+of MLflow's errors are in :mod:`airflow_mlops_provider.hooks.mlflow_base`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_mlops_provider._compat import mlflow as compat
 from airflow_mlops_provider.exceptions import ModelRegistryError
-from airflow_mlops_provider.hooks.mlflow_base import MlflowBaseHook
+from airflow_mlops_provider.hooks.mlflow_versions import TI_KEY_TAG, MlflowVersionsHook, quoted
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -25,8 +26,6 @@ if TYPE_CHECKING:
 
 __all__ = ["SEARCH_PAGE_SIZE", "TI_KEY_TAG", "MlflowHook", "VersionMetrics", "filter_literal"]
 
-#: Version tag holding a hash of the task instance identity (dag_id, task_id, run_id, map_index).
-TI_KEY_TAG = "airflow.ti_key"
 #: Runs per page of :meth:`MlflowHook.search_runs_by_tags` (MLflow's own default page size).
 SEARCH_PAGE_SIZE = 1000
 
@@ -36,10 +35,6 @@ class VersionMetrics(NamedTuple):
 
     run_id: str | None
     metrics: dict[str, float]
-
-
-def _quoted(name: str) -> str:
-    return name.replace("'", "\\'")
 
 
 def filter_literal(value: str) -> str:
@@ -64,7 +59,7 @@ def filter_literal(value: str) -> str:
     )
 
 
-class MlflowHook(MlflowBaseHook):
+class MlflowHook(MlflowVersionsHook):
     """
     Interact with an MLflow tracking server and model registry through ``MlflowClient``.
 
@@ -199,7 +194,7 @@ class MlflowHook(MlflowBaseHook):
                 mv = client.get_model_version_by_alias(model_name, alias)
             else:
                 found = client.search_model_versions(
-                    f"name = '{_quoted(model_name)}'", max_results=1, order_by=["version_number DESC"]
+                    f"name = '{quoted(model_name)}'", max_results=1, order_by=["version_number DESC"]
                 )
                 if not found:
                     return None
@@ -233,25 +228,9 @@ class MlflowHook(MlflowBaseHook):
         for key, value in tags.items():
             client.set_model_version_tag(model_name, str(version), key, value)
 
-    def ensure_registered_model(self, model_name: str) -> bool:
-        """Create the registered model unless it exists; True when this call created it."""
-        from mlflow.exceptions import MlflowException
-
-        try:
-            self.get_conn().create_registered_model(model_name)
-        except MlflowException as err:  # created meanwhile by another task
-            if self.is_already_exists(err):
-                return False
-            raise
-        self.log.info("Created registered model %s", model_name)
-        return True
-
-    def versions_of_ti(self, model_name: str, ti_key: str) -> list[ModelVersion]:
-        """The versions of ``model_name`` tagged with task instance key ``ti_key``, oldest first."""
-        found = self.get_conn().search_model_versions(
-            f"name = '{_quoted(model_name)}' AND tags.`{TI_KEY_TAG}` = '{ti_key}'"
-        )
-        return sorted(found, key=lambda v: int(v.version))
+    def version_tags(self, model_name: str, version: str | int) -> dict[str, str]:
+        """The tags of a model version."""
+        return dict(self.get_conn().get_model_version(model_name, str(version)).tags or {})
 
     def resolve_model_source(
         self,
@@ -289,56 +268,6 @@ class MlflowHook(MlflowBaseHook):
             if logged.name == artifact_path:
                 return f"models:/{logged.model_id}", run_id, logged.model_id
         return f"runs:/{run_id}/{artifact_path}", run_id, None
-
-    def create_version_once_per_ti(
-        self, model_name: str, ti_key: str, *, attempts: int = 4, **create: Any
-    ) -> ModelVersion:
-        """
-        Create a version of ``model_name`` (creating the registered model when it is missing),
-        with single-attempt requests. When a request gets no answer, the server may still have
-        committed it: the task instance's version is looked up before trying again, so a lost
-        response never leaves two versions.
-
-        :param ti_key: The task instance key the version is tagged with (in ``create["tags"]``).
-        :param create: ``source``, ``run_id``, ``model_id``, ``tags``, ``description``.
-        :raises ModelRegistryError: The registry refused, or kept not answering.
-        """
-        from mlflow.exceptions import MlflowException
-
-        created_model = False
-        delay = 0.5
-        what = f"Could not create a version of {model_name!r} from {create['source']!r}"
-        for attempt in range(1, attempts + 1):
-            try:
-                return self.create_model_version_once(name=model_name, **create)
-            except MlflowException as err:
-                answered = self.is_answer(err)
-                if answered and self.is_model_missing(err) and not created_model:
-                    self.ensure_registered_model(model_name)
-                    created_model = True
-                    continue
-                if answered:
-                    raise ModelRegistryError(f"{what}: {err}", model_name=model_name) from err
-                self.log.warning(
-                    "No answer to create a version of %s (attempt %d): %s", model_name, attempt, err
-                )
-                try:
-                    found = self.versions_of_ti(model_name, ti_key)
-                except MlflowException as lookup_err:
-                    # Creating again could duplicate a committed version: let the task retry look.
-                    raise ModelRegistryError(
-                        f"{what}: no answer ({err}), and looking for a committed version failed "
-                        f"too: {lookup_err}",
-                        model_name=model_name,
-                    ) from err
-                if found:
-                    self.log.info("The server had committed it: version %s", found[0].version)
-                    return found[0]
-                if attempt == attempts:
-                    raise ModelRegistryError(f"{what}: {err}", model_name=model_name) from err
-                time.sleep(delay)
-                delay *= 2
-        raise ModelRegistryError(f"Could not create a version of {model_name!r}", model_name=model_name)
 
     def wait_until_ready(self, model_name: str, version: str, timeout: float) -> ModelVersion:
         """

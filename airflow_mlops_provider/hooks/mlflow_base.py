@@ -217,6 +217,7 @@ class MlflowBaseHook(BaseHook):
     is_already_exists = staticmethod(mlflow_errors.is_already_exists)
     is_model_missing = staticmethod(mlflow_errors.is_model_missing)
     is_transient_error = staticmethod(mlflow_errors.is_transient_error)
+    is_timeout = staticmethod(mlflow_errors.is_timeout)
 
     def is_answer(self, err: BaseException) -> bool:
         """

@@ -18,6 +18,7 @@ __all__ = [
     "is_already_exists",
     "is_model_missing",
     "is_not_found",
+    "is_timeout",
     "is_transient_error",
 ]
 
@@ -107,4 +108,26 @@ def is_transient_error(err: BaseException) -> bool:
             status = _HTTP_STATUS_IN_MESSAGE.search(str(cause))
             if status and int(status.group(1)) in TRANSIENT_HTTP_STATUSES:
                 return True
+    return False
+
+
+def is_timeout(err: BaseException) -> bool:
+    """
+    True when ``err`` is a request that was sent but not answered in time: the server may be
+    working on it still, and commit it later. A connect timeout sent nothing, so is not one.
+
+    With its retries spent, ``requests`` reports a read timeout as a ``ConnectionError`` around
+    urllib3's ``MaxRetryError(reason=ReadTimeoutError)``; MLflow wraps that without ``from``.
+    """
+    import requests.exceptions as rex
+    from urllib3.exceptions import MaxRetryError, ReadTimeoutError
+
+    for cause in _chain(err):
+        if isinstance(cause, rex.ConnectTimeout):
+            return False
+        if isinstance(cause, (rex.ReadTimeout, ReadTimeoutError, TimeoutError)):
+            return True
+        reasons = [getattr(arg, "reason", None) for arg in cause.args if isinstance(arg, MaxRetryError)]
+        if any(isinstance(reason, ReadTimeoutError) for reason in reasons):
+            return True
     return False

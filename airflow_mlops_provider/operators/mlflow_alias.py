@@ -17,10 +17,12 @@ from airflow_mlops_provider.operators._common import contains_template
 from airflow_mlops_provider.operators.mlflow_common import (
     MODES,
     PROMOTION_TAG_PREFIX,
+    TI_KEY_TAG,
     MlflowRegistryBaseOperator,
     compare_metrics,
     emit_model_event,
     parse_min_delta,
+    ti_identity_tags,
 )
 
 if TYPE_CHECKING:
@@ -28,14 +30,24 @@ if TYPE_CHECKING:
 
     from airflow.sdk import Context
 
-__all__ = ["MlflowPromoteModelOperator", "MlflowSetAliasOperator"]
+__all__ = ["ALIAS_TAG_PREFIX", "MlflowPromoteModelOperator", "MlflowSetAliasOperator"]
+
+#: Prefix of the tags MlflowSetAliasOperator writes on the version before moving an alias to it:
+#: ``airflow.alias.<alias>.previous`` and ``airflow.alias.<alias>.ti_key``.
+ALIAS_TAG_PREFIX = "airflow.alias."
+
+
+def _optional_float(text: str | None) -> float | None:
+    return float(text) if text else None
 
 
 class MlflowSetAliasOperator(MlflowRegistryBaseOperator):
     """
     Point an alias of a registered model at a version.
 
-    Returns ``{"name", "alias", "version", "previous_version"}``.
+    Returns ``{"name", "alias", "version", "previous_version"}``. Before the move, the version
+    is tagged with the task instance and the previous version (``airflow.alias.<alias>.*``), so
+    a retry after a move whose answer was lost still reports that move (and emits its event).
 
     :param model_name: Registered model name. (templated)
     :param alias: Alias to set, e.g. ``champion``. (templated)
@@ -64,8 +76,19 @@ class MlflowSetAliasOperator(MlflowRegistryBaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         name, alias = self.required_text("model_name"), self.required_text("alias")
         version = self.required_version("version")
-        previous = self.hook.alias_version(name, alias)
-        self.hook.set_alias(name, alias, version)
+        hook = self.hook
+        ti_key = ti_identity_tags(context)[TI_KEY_TAG]
+        marker = f"{ALIAS_TAG_PREFIX}{alias}."
+        previous = hook.alias_version(name, alias)
+        if previous == version:
+            recorded = hook.version_tags(name, version)
+            if recorded.get(marker + "ti_key") == ti_key:  # moved by an earlier try of this task
+                previous = recorded.get(marker + "previous") or None
+        else:
+            hook.set_version_tags(
+                name, version, {marker + "previous": previous or "", marker + "ti_key": ti_key}
+            )
+        hook.set_alias(name, alias, version)
         self.log.info("Alias %r of %s: version %s -> %s", alias, name, previous, version)
         push_mlflow_urls(context, model_version=self.hook.model_version_url(name, version))
         if self.emit_asset_event and previous != version:
@@ -86,7 +109,9 @@ class MlflowPromoteModelOperator(MlflowRegistryBaseOperator):
     The challenger's metric comes from its run (or ``challenger_metric_value``), the champion's
     from the run of the version that holds ``alias``. The alias moves when no version holds it
     yet, or when the challenger improves on the champion by more than ``min_delta``. The decision
-    is recorded as ``airflow.promotion.*`` tags on the challenger version, and returned as
+    is recorded as ``airflow.promotion.*`` tags on the challenger version (with the task
+    instance's key, so a retry after a move whose answer was lost reports that promotion instead
+    of finding the challenger already champion), and returned as
     ``{"decision": "promote" | "keep", "promoted", "champion_version", "challenger_version",
     "champion_value", "challenger_value", "delta", ...}`` for a branch task.
 
@@ -155,38 +180,69 @@ class MlflowPromoteModelOperator(MlflowRegistryBaseOperator):
             )
         return value
 
+    def _own_promotion(
+        self, name: str, alias: str, metric: str, challenger: str, champion: str | None, ti_key: str
+    ) -> dict[str, str] | None:
+        """The promotion tags of an earlier try of this task instance that moved the alias, or None."""
+        if champion != challenger:
+            return None
+        tags = self.hook.version_tags(name, challenger)
+        recorded = {
+            k.removeprefix(PROMOTION_TAG_PREFIX): v
+            for k, v in tags.items()
+            if k.startswith(PROMOTION_TAG_PREFIX)
+        }
+        mine = (
+            recorded.get("ti_key"),
+            recorded.get("decision"),
+            recorded.get("alias"),
+            recorded.get("metric"),
+        )
+        return recorded if mine == (ti_key, "promote", alias, metric) else None
+
     def execute(self, context: Context) -> dict[str, Any]:
         name, alias = self.required_text("model_name"), self.required_text("alias")
         metric = self.required_text("metric")
         challenger = self.required_version("challenger_version")
         min_delta = parse_min_delta(self.min_delta, error=AirflowFailException)
         hook = self.hook
-        challenger_value = self._challenger_value(name, challenger)
+        ti_key = ti_identity_tags(context)[TI_KEY_TAG]
         champion = hook.alias_version(name, alias)
+        recorded = self._own_promotion(name, alias, metric, challenger, champion, ti_key)
         delta: float | None
-        if champion == challenger:
-            champion_value: float | None = challenger_value
-            promote, delta = False, 0.0
+        champion_value: float | None
+        if recorded is not None:  # an earlier try of this task decided and moved the alias
+            promote, champion = True, recorded["champion_version"] or None
+            challenger_value = float(recorded["challenger_value"])
+            champion_value = _optional_float(recorded["champion_value"])
+            delta = _optional_float(recorded["delta"])
         else:
-            champion_value = self._metric_of(name, champion, "champion") if champion else None
-            promote, delta = compare_metrics(
-                challenger_value, champion_value, mode=self.mode, min_delta=min_delta
-            )
+            challenger_value = self._challenger_value(name, challenger)
+            if champion == challenger:
+                champion_value = challenger_value
+                promote, delta = False, 0.0
+            else:
+                champion_value = self._metric_of(name, champion, "champion") if champion else None
+                promote, delta = compare_metrics(
+                    challenger_value, champion_value, mode=self.mode, min_delta=min_delta
+                )
         decision = "promote" if promote else "keep"
-        tags = {
-            "decision": decision,
-            "metric": metric,
-            "mode": self.mode,
-            "alias": alias,
-            "min_delta": repr(min_delta),
-            "challenger_value": repr(challenger_value),
-            "champion_value": "" if champion_value is None else repr(champion_value),
-            "champion_version": champion or "",
-            "delta": "" if delta is None else repr(delta),
-        }
-        hook.set_version_tags(name, challenger, {PROMOTION_TAG_PREFIX + k: v for k, v in tags.items()})
-        if promote:
-            hook.set_alias(name, alias, challenger)
+        if recorded is None:
+            tags = {
+                "decision": decision,
+                "metric": metric,
+                "mode": self.mode,
+                "alias": alias,
+                "min_delta": repr(min_delta),
+                "challenger_value": repr(challenger_value),
+                "champion_value": "" if champion_value is None else repr(champion_value),
+                "champion_version": champion or "",
+                "delta": "" if delta is None else repr(delta),
+                "ti_key": ti_key,  # last: the record is complete once it is there
+            }
+            hook.set_version_tags(name, challenger, {PROMOTION_TAG_PREFIX + k: v for k, v in tags.items()})
+            if promote:
+                hook.set_alias(name, alias, challenger)
         self.log.info(
             "%s %s: challenger v%s %s=%s vs champion v%s %s (delta %s, min_delta %s) -> %s",
             name, alias, challenger, metric, challenger_value, champion, champion_value,

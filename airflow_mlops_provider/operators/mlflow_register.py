@@ -31,7 +31,10 @@ class MlflowRegisterModelOperator(MlflowRegistryBaseOperator):
 
     Idempotent: the version is tagged with the task instance's identity (dag_id, task_id, run_id,
     map_index) and looked up before creating, so a retry or rerun returns the version created
-    before. Returns ``{"name", "version", "run_id", "source"}``.
+    before. A create whose answer was lost is looked for before it is sent again (see
+    :meth:`~airflow_mlops_provider.hooks.mlflow_versions.MlflowVersionsHook.create_version_once_per_ti`);
+    one that commits late anyway is deleted: the task instance keeps its oldest version.
+    Returns ``{"name", "version", "run_id", "source"}``.
 
     :param model_name: Registered model name. (templated)
     :param source: Model source URI (``models:/m-...``, ``runs:/...``, ``s3://...``). (templated)
@@ -101,10 +104,10 @@ class MlflowRegisterModelOperator(MlflowRegistryBaseOperator):
 
         # A first try cannot have registered anything yet; a retry or a cleared task looks first.
         try_number = getattr(context["ti"], "try_number", None)
-        existing = hook.versions_of_ti(name, ti_key) if try_number != 1 else []
-        created = not existing
-        if existing:
-            version = existing[0]
+        existing = hook.version_of_ti(name, ti_key) if try_number != 1 else None
+        created = existing is None
+        if existing is not None:
+            version = existing
             self.log.info("Task instance already registered %s version %s; reusing it", name, version.version)
         else:
             source, run_id, model_id = hook.resolve_model_source(

@@ -1,7 +1,8 @@
 """An HTTP fault proxy on loopback, between MLflow clients and a real ``mlflow server``.
 
-Requests pass through unchanged unless a rule matches (method and path substring); a rule
-applies to its next ``times`` matching requests, then expires. The faults:
+Requests pass through unchanged unless a rule matches (method, path substring and, when the rule
+has one, body substring: a model name tells concurrent scenarios' writes apart); a rule applies
+to its next ``times`` matching requests, then expires. The faults:
 
 - ``"drop"``: forward the request (the server commits), then close the client connection
   without an answer: the client cannot tell whether its write happened;
@@ -35,6 +36,7 @@ class Rule:
     path: str
     times: int
     delay: float
+    body: tuple[bytes, ...] = ()
 
 
 class FaultProxy:
@@ -76,12 +78,28 @@ class FaultProxy:
         self.server.shutdown()
         self.server.server_close()
 
-    def inject(self, fault: str, *, method: str, path: str, times: int = 1, delay: float = 0.0) -> None:
-        """Apply ``fault`` to the next ``times`` requests ``method`` whose path contains ``path``."""
+    def inject(
+        self,
+        fault: str,
+        *,
+        method: str,
+        path: str,
+        times: int = 1,
+        delay: float = 0.0,
+        body: str | tuple[str, ...] = (),
+    ) -> Rule:
+        """
+        Apply ``fault`` to the next ``times`` requests ``method`` whose path contains ``path``
+        (and whose body contains ``body``, or each of its strings, when given). Return the rule:
+        its ``times`` left says whether the fault was applied.
+        """
         if fault not in FAULTS:
             raise ValueError(f"fault must be one of {FAULTS}, got {fault!r}")
         with self.lock:
-            self.rules.append(Rule(fault, method.upper(), path, times, delay))
+            needles = (body,) if isinstance(body, str) else body
+            rule = Rule(fault, method.upper(), path, times, delay, tuple(n.encode() for n in needles))
+            self.rules.append(rule)
+        return rule
 
     def clear(self) -> None:
         with self.lock:
@@ -92,10 +110,15 @@ class FaultProxy:
         with self.lock:
             return [e for e in self.log if e[2] is not None and (fault is None or e[2] == fault)]
 
-    def _take(self, method: str, path: str) -> Rule | None:
+    def _take(self, method: str, path: str, body: bytes = b"") -> Rule | None:
         with self.lock:
             for rule in self.rules:
-                if rule.method == method and rule.path in path and rule.times > 0:
+                if (
+                    rule.method == method
+                    and rule.path in path
+                    and all(needle in body for needle in rule.body)
+                    and rule.times > 0
+                ):
                     rule.times -= 1
                     return rule
         return None
@@ -104,7 +127,7 @@ class FaultProxy:
         method, path = handler.command, handler.path
         length = int(handler.headers.get("Content-Length") or 0)
         body = handler.rfile.read(length) if length else b""
-        rule = self._take(method, path)
+        rule = self._take(method, path, body)
         with self.lock:
             self.log.append((method, path, rule.fault if rule else None))
         if rule is not None and rule.fault == "503":

@@ -207,9 +207,7 @@ def test_the_pod_sidecar_main_uploads_periodically_and_on_sigterm(moto_s3, tmp_p
         "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
         "AWS_DEFAULT_REGION": "us-east-1",
     }
-    script = (
-        "import sys; from airflow_mlops_provider.checkpoints.sync import main; sys.exit(main(sys.argv[1:]))"
-    )
+    script = "import sys; from airflow_mlops_provider.checkpoints.sidecar import main; sys.exit(main(sys.argv[1:]))"
     args = [
         "sidecar",
         "--uri",
@@ -251,9 +249,7 @@ def test_the_pod_restore_main_exits_2_for_a_missing_bucket(moto_s3, tmp_path):
         "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
         "AWS_DEFAULT_REGION": "us-east-1",
     }
-    script = (
-        "import sys; from airflow_mlops_provider.checkpoints.sync import main; sys.exit(main(sys.argv[1:]))"
-    )
+    script = "import sys; from airflow_mlops_provider.checkpoints.sidecar import main; sys.exit(main(sys.argv[1:]))"
     args = ["restore", "--uri", "s3://no-bucket-here/x", "--prefix", "p", "--dir", str(tmp_path / "d")]
     done = subprocess.run(
         [sys.executable, "-c", script, *args], env=env, capture_output=True, text=True, timeout=60

@@ -175,10 +175,15 @@ def test_set_alias_moves_alias_and_emits_event(mlflow_conn, mlflow_server, sklea
         "version": "2",
         "previous_version": None,
     }
-    # Setting it again to the same version does not emit a second "promotion".
-    ctx2 = make_context(task_id="alias")
+    # Another task instance setting it to the same version moves nothing: no "promotion".
+    ctx2 = make_context(task_id="alias", run_id="manual__2")
     assert op.execute(ctx2)["previous_version"] == "2"
     assert _alias_events(ctx2) == []
+    # A retry of the task instance that moved it reports that move (its first try may have
+    # failed after the move, and a failed try's events are not recorded).
+    ctx3 = make_context(task_id="alias", try_number=2)
+    assert op.execute(ctx3)["previous_version"] is None
+    assert [e.extra["previous_version"] for e in _alias_events(ctx3)] == [None]
 
 
 # champion value (None: no champion), challenger value, mode, min_delta, decision, delta

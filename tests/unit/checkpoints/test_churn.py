@@ -9,12 +9,13 @@ refused as possibly torn.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
 
 from airflow_mlops_provider.checkpoints.store import LocalStore
-from airflow_mlops_provider.checkpoints.sync import CheckpointSync
+from airflow_mlops_provider.checkpoints.sync import META_NAME, UPLOAD_ROUNDS, CheckpointSync
 
 SIZE = 256 * 1024
 
@@ -119,3 +120,61 @@ def test_a_write_cut_off_by_a_kill_leaves_no_part_file_behind(tmp_path):
     orphan.write_bytes(b"x")
     sync.delete()
     assert not (tmp_path / "store" / "p").exists() or not any((tmp_path / "store" / "p").rglob("*.part"))
+
+
+def test_the_manifest_is_one_checkpoint_never_state_of_one_step_beside_meta_of_the_next(tmp_path):
+    """
+    Found by CI (the local-s3-sigkill kill case ran 65 steps where 64 were due): a trainer that
+    wrote step k+1 while step k was being uploaded left a manifest whose ``meta`` (read from
+    disk after the files were sent) said k+1 beside ``state.json`` of step k. The upload now
+    looks again and sends what changed, and ``meta`` is the metadata file it sent.
+    """
+    work = tmp_path / "work"
+    work.mkdir()
+
+    def checkpoint(step: int) -> None:  # the trainer's protocol: its state, then the metadata file
+        for name, data in (("state.json", {"step": step, "w": [step] * 100}), (META_NAME, {"step": step})):
+            tmp = work / f".{name}.tmp"
+            tmp.write_text(json.dumps(data))
+            os.replace(tmp, work / name)
+
+    checkpoint(1)
+    fired = []
+
+    class TrainerStepsDuringTheUpload(LocalStore):
+        def put_stream(self, key, stream):
+            super().put_stream(key, stream)
+            if key.endswith("state.json") and not fired:
+                fired.append(key)
+                time.sleep(0.002)
+                checkpoint(2)  # the next step lands after state.json of step 1 was sent
+
+    store = TrainerStepsDuringTheUpload(tmp_path / "store")
+    result = CheckpointSync(store, "p", work).upload()
+    assert fired
+    manifest = json.loads((tmp_path / "store" / "p" / "manifest.json").read_text())
+    restored = tmp_path / "restored"
+    restore = CheckpointSync(store, "p", restored).restore()
+    state = json.loads((restored / "state.json").read_text())
+    assert (state["step"], manifest["meta"], restore.step) == (2, {"step": 2}, 2)
+    assert json.loads((restored / META_NAME).read_text()) == {"step": 2}
+    assert (result.files_uploaded, result.files_total) == (2, 2)
+
+
+def test_a_directory_that_never_settles_still_gets_a_checkpoint_and_a_warning(tmp_path, caplog):
+    work = tmp_path / "work"
+    work.mkdir()
+    path = work / "state.bin"
+    path.write_bytes(_version(1))
+    store = SlowLocalStore(tmp_path / "store")
+    stop = threading.Event()
+    writer = threading.Thread(target=_rewrite, args=(path, stop), kwargs={"atomic": True})
+    writer.start()
+    try:
+        with caplog.at_level("WARNING"):
+            result = CheckpointSync(store, "p", work).upload()
+    finally:
+        stop.set()
+        writer.join()
+    assert (result.changed, result.generation, result.files_uploaded) == (True, 1, 1)
+    assert f"kept changing during {UPLOAD_ROUNDS} upload rounds: generation 1 may mix" in caplog.text

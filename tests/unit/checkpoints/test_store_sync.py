@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from airflow_mlops_provider.checkpoints.sidecar import main
 from airflow_mlops_provider.checkpoints.store import (
     CheckpointStoreError,
     LocalStore,
@@ -21,7 +22,6 @@ from airflow_mlops_provider.checkpoints.sync import (
     CheckpointSync,
     CheckpointTooLargeError,
     PeriodicSync,
-    main,
 )
 
 PREFIX = "dag/run/task/-1"
@@ -268,7 +268,7 @@ def test_a_sync_that_did_not_restore_continues_the_stored_generations(tmp_path):
     assert CheckpointSync(store, PREFIX, work).upload().generation == 2
 
 
-def test_a_file_that_changes_while_it_is_read_waits_for_the_next_upload(tmp_path):
+def test_a_file_that_changes_while_it_is_read_goes_with_the_next_round(tmp_path):
     work = tmp_path / "work"
     _write(work, "a.bin", b"a1")
     _write(work, "b.bin", b"b1")
@@ -286,18 +286,19 @@ def test_a_file_that_changes_while_it_is_read_waits_for_the_next_upload(tmp_path
     _write(work, "a.bin", b"a2")
     os.utime(work / "b.bin", ns=(1, 1))  # b changed too
     state["armed"] = True
+    puts = store.puts
     second = sync.upload()
-    assert (second.generation, second.files_uploaded) == (2, 1)
+    # b.bin was torn on its first read: the upload's next round sent the settled file, so the
+    # generation is the directory as it was, never a2 beside b1.
+    assert (second.generation, second.files_uploaded) == (2, 2)
+    assert store.puts - puts == 3  # a.bin, the torn b.bin, the settled b.bin
     files = _manifest(store)["files"]
-    assert files["a.bin"]["key"] == "data/2/a.bin"
-    assert files["b.bin"]["key"] == "data/1/b.bin"  # kept from the previous manifest
+    assert (files["a.bin"]["key"], files["b.bin"]["key"]) == ("data/2/a.bin", "data/2/b.bin")
     restored = tmp_path / "r"
     CheckpointSync(store, PREFIX, restored).restore()
-    assert _files(restored) == {"a.bin": b"a2", "b.bin": b"b1"}
-    third = sync.upload()  # the next upload takes the settled file
-    assert (third.generation, third.files_uploaded) == (3, 1)
-    CheckpointSync(store, PREFIX, restored).restore()
     assert _files(restored) == {"a.bin": b"a2", "b.bin": b"b2-longer"}
+    third = sync.upload()  # nothing changed since
+    assert (third.generation, third.changed, third.files_uploaded) == (2, False, 0)
 
 
 def test_a_new_file_that_changes_while_read_and_one_that_vanishes_are_left_out(tmp_path):
@@ -314,9 +315,10 @@ def test_a_new_file_that_changes_while_read_and_one_that_vanishes_are_left_out(t
     _write(work, "fresh.bin", b"first")
     store = FlakyStore(tmp_path / "store", on_put=churn)
     result = CheckpointSync(store, PREFIX, work).upload()
-    # fresh.bin changed while read and had no earlier version; zz-state.json.tmp vanished before its turn.
-    assert sorted(_manifest(store)["files"]) == ["steady.bin"]
-    assert (result.files_uploaded, result.generation) == (1, 1)
+    # fresh.bin changed every time it was read and had no earlier version; zz-state.json.tmp
+    # vanished before its turn, and the next round found and sent zz-state.json.
+    assert sorted(_manifest(store)["files"]) == ["steady.bin", "zz-state.json"]
+    assert (result.files_uploaded, result.generation) == (2, 1)
 
 
 def test_max_bytes_refuses_before_uploading_anything(tmp_path):
