@@ -35,7 +35,7 @@ from typing import Any
 
 from airflow_mlops_provider.checkpoints.store import CheckpointStoreError
 
-__all__ = ["MANIFEST_NAME", "META_NAME", "CheckpointSync", "CheckpointTooLargeError", "PeriodicSync"]
+__all__ = ["MANIFEST_NAME", "META_NAME", "CheckpointSync", "CheckpointTooLargeError"]
 __all__ += ["RestoreResult", "UploadResult"]
 
 MANIFEST_NAME = "manifest.json"
@@ -389,48 +389,3 @@ class CheckpointSync:
                 self.store.delete_keys(rest)
             self._manifest, self._loaded = None, True
             return len(keys)
-
-
-class PeriodicSync:
-    """
-    Upload every ``interval`` seconds in a daemon thread; :meth:`stop` makes the final upload.
-
-    :param sync: The ``CheckpointSync``.
-    :param interval: Seconds between uploads.
-    :param log: A logger.
-    """
-
-    def __init__(self, sync: CheckpointSync, interval: float, *, log: Any = None) -> None:
-        self.sync = sync
-        self.interval = interval
-        self.log = log or _LOG
-        self.errors = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="checkpoint-sync", daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                result = self.sync.upload()
-                if result.changed:
-                    what = f"{result.files_uploaded} of {result.files_total} file(s), {result.bytes_uploaded} bytes"
-                    self.log.info(
-                        "Uploaded checkpoint generation %s: %s in %.2f s",
-                        result.generation,
-                        what,
-                        result.seconds,
-                    )
-            except Exception as err:  # the trainer must not lose its sync thread
-                self.errors += 1
-                self.log.warning("Periodic checkpoint upload failed (will try again): %s", err)
-
-    def stop(self, *, final: bool = True) -> UploadResult | None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        return self.sync.upload() if final else None

@@ -81,6 +81,47 @@ def test_periodic_upload_runs_while_the_trainer_runs(tmp_path):
     assert "state.json" in manifest["files"]
 
 
+def test_periodic_upload_survives_store_errors_and_the_final_upload_takes_the_last_state(tmp_path, caplog):
+    from airflow_mlops_provider.checkpoints.store import CheckpointStoreError, LocalStore
+    from airflow_mlops_provider.checkpoints.sync import CheckpointSync
+
+    class FailingStore(LocalStore):
+        failing = False
+
+        def put_stream(self, key, stream):
+            if self.failing:
+                raise CheckpointStoreError("connection reset by peer (simulated)")
+            super().put_stream(key, stream)
+
+    caplog.set_level(logging.INFO, logger=LOG.name)
+    session = _session(tmp_path, interval=0.02)
+    store = FailingStore(tmp_path / "store")
+    session._sync = CheckpointSync(store, session.prefix, session.local_dir)  # a real store that fails
+    session.restore()
+    _write(session.local_dir, "state.json", "1")
+    session.start()
+    try:
+        deadline = time.monotonic() + 30
+        while session.uploads == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert session.uploads >= 1
+        store.failing = True  # the store goes away for a while
+        _write(session.local_dir, "state.json", "22")
+        while "failed (will try again)" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert f"Periodic checkpoint upload to {session.location} failed (will try again)" in caplog.text
+        assert session._thread is not None
+        assert session._thread.is_alive()  # the sync thread lives on
+        store.failing = False
+        _write(session.local_dir, "state.json", "final")
+    finally:
+        session.finish(succeeded=False)
+    assert session._thread is None
+    restored = tmp_path / "restored"
+    assert CheckpointSync(LocalStore(tmp_path / "store"), session.prefix, restored).restore().restored
+    assert (restored / "state.json").read_text() == "final"
+
+
 def test_delete_on_success_removes_store_and_working_copy_keep_keeps_them(tmp_path):
     kept = _session(tmp_path)
     kept.restore()

@@ -21,7 +21,6 @@ from airflow_mlops_provider.checkpoints.sync import (
     MANIFEST_NAME,
     CheckpointSync,
     CheckpointTooLargeError,
-    PeriodicSync,
 )
 
 PREFIX = "dag/run/task/-1"
@@ -453,35 +452,6 @@ def test_delete_removes_the_whole_checkpoint(tmp_path):
     assert store.list_keys(PREFIX) == []
     assert store.list_keys("dag") == ["dag/run/other/-1/manifest.json"]
     assert CheckpointSync(store, PREFIX, tmp_path / "r").restore().reason == "none yet"
-
-
-def test_periodic_sync_uploads_in_the_background_survives_errors_and_uploads_at_stop(tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger=LOG.name)
-    store = FlakyStore(tmp_path / "store")
-    work = tmp_path / "work"
-    _write(work, "state.bin", b"1")
-    periodic = PeriodicSync(CheckpointSync(store, PREFIX, work), 0.02, log=LOG)
-    periodic.start()
-    deadline = time.monotonic() + 30
-    while store.get_bytes(f"{PREFIX}/{MANIFEST_NAME}") is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert _manifest(store)["generation"] >= 1
-    store.fail_after = 0  # the store goes away for a while
-    _write(work, "state.bin", b"22")
-    while periodic.errors == 0 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert periodic.errors >= 1
-    assert "Periodic checkpoint upload failed (will try again)" in caplog.text
-    store.fail_after = None
-    _write(work, "state.bin", b"final")
-    final = periodic.stop()
-    assert final is not None
-    assert final.files_total == 1
-    assert periodic._thread is None
-    restored = tmp_path / "r"
-    CheckpointSync(store, PREFIX, restored).restore()
-    assert _files(restored) == {"state.bin": b"final"}
-    assert periodic.stop(final=False) is None
 
 
 def test_main_restores_and_exits_2_on_a_permanent_error(tmp_path):
